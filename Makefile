@@ -1,0 +1,34 @@
+# jobq: a job queue inside PostgreSQL (PGXS)
+#
+#   make && make install                 build and install (as root)
+#   make installcheck                    all tests, each on a throwaway
+#                                        instance (run as a non-root user)
+#   scripts/test.sh                      what CI runs: set-up, build, tests
+
+MODULE_big = jobq
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+PGFILEDESC = "jobq - job queue inside PostgreSQL"
+
+EXTENSION = jobq
+DATA = jobq--1.0.sql
+
+PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wmissing-prototypes -Wpointer-arith \
+	-Werror=vla -Wendif-labels -Wformat-security -Wno-declaration-after-statement
+
+# pg_regress: the SQL API, run with CALL jobq.work() on a private instance
+REGRESS = dispatch register work failures security
+REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/jobq.conf
+
+# isolation: concurrent reservation
+ISOLATION = skip_locked
+ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jobq.conf
+
+# TAP: background workers, crashes, timeouts
+TAP_TESTS = 1
+
+EXTRA_CLEAN = tmp_check tmp_check_iso results output_iso log \
+	regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

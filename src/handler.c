@@ -1,0 +1,275 @@
+/*-------------------------------------------------------------------------
+ *
+ * handler.c
+ *		Job handlers: resolving a handler name at dispatch, and the cache of
+ *		resolved handlers that a worker keeps for execution.
+ *
+ * A handler is a function or procedure taking exactly one jsonb argument.
+ * Dispatch resolves the name with the caller's search_path and stores it
+ * schema-qualified; workers resolve the stored name again, so a handler
+ * replaced with CREATE OR REPLACE (or dropped and created again) is picked
+ * up without restarting anything.  The worker's cache is flushed whenever
+ * pg_proc, pg_namespace or role membership changes.
+ *
+ * Copyright (c) 2026, jobq developers
+ *
+ * IDENTIFICATION
+ *		src/handler.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "parser/parse_func.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+#include "utils/varlena.h"
+
+#include "jobq.h"
+
+/*
+ * Split "name" or "name(jsonb)" into a qualified name list.  Any argument
+ * list other than a single jsonb is an error.
+ */
+static List *
+parse_handler_name(const char *job)
+{
+	char	   *s = pstrdup(job);
+	char	   *paren;
+	int			len;
+
+	/* trim trailing white space */
+	len = strlen(s);
+	while (len > 0 && isspace((unsigned char) s[len - 1]))
+		s[--len] = '\0';
+
+	paren = strchr(s, '(');
+	if (paren != NULL)
+	{
+		char	   *args = paren + 1;
+		char	   *end = s + len - 1;
+
+		if (*end != ')')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid job handler name \"%s\"", job),
+					 errhint("Name a function or procedure, e.g. 'app.send_invoice' or 'app.send_invoice(jsonb)'.")));
+		*end = '\0';
+		*paren = '\0';
+		while (isspace((unsigned char) *args))
+			args++;
+		len = strlen(args);
+		while (len > 0 && isspace((unsigned char) args[len - 1]))
+			args[--len] = '\0';
+		if (pg_strcasecmp(args, "jsonb") != 0 &&
+			pg_strcasecmp(args, "pg_catalog.jsonb") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+					 errmsg("job handler \"%s\" must take exactly one argument of type jsonb",
+							job),
+					 errhint("The handler receives the job's payload: CREATE FUNCTION ... (payload jsonb).")));
+	}
+
+	if (*s == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job handler name must not be empty")));
+
+	return stringToQualifiedNameList(s);
+}
+
+/*
+ * Resolve a handler name as the current user would, with the current
+ * search_path.  Returns the function's OID and, in *canonical, its
+ * schema-qualified name (the form stored in jobq.jobs).  Errors name the
+ * problem: unknown function, wrong signature, unusable kind, missing
+ * EXECUTE privilege (if check_execute).
+ */
+Oid
+jobq_resolve_handler(const char *job, char **canonical, bool check_execute)
+{
+	List	   *names = parse_handler_name(job);
+	Oid			argtypes[1] = {JSONBOID};
+	Oid			fnoid;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+
+	fnoid = LookupFuncName(names, 1, argtypes, true);
+	if (!OidIsValid(fnoid))
+	{
+		FuncCandidateList others;
+
+		others = FuncnameGetCandidates(names, -1, NIL, false, false, false,
+									   true);
+		if (others != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("job handler %s must take exactly one argument of type jsonb",
+							NameListToString(names)),
+					 errdetail("A routine of that name exists: %s.",
+							   format_procedure(others->oid)),
+					 errhint("The handler receives the job's payload: CREATE FUNCTION ... (payload jsonb).")));
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("job handler %s(jsonb) does not exist",
+						NameListToString(names)),
+				 errhint("Create a function or procedure taking one jsonb argument, or schema-qualify the name.")));
+	}
+
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fnoid);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+
+	if (proc->prokind == PROKIND_AGGREGATE || proc->prokind == PROKIND_WINDOW)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s is an aggregate or window function, not a job handler",
+						format_procedure(fnoid))));
+	if (proc->proretset)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("job handler %s must not return a set",
+						format_procedure(fnoid))));
+	if (proc->pronargs != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("job handler %s must take exactly one argument of type jsonb",
+						format_procedure(fnoid)),
+				 errdetail("Output arguments of procedures are not allowed.")));
+
+	if (canonical)
+		*canonical = quote_qualified_identifier(get_namespace_name(proc->pronamespace),
+												NameStr(proc->proname));
+	ReleaseSysCache(tup);
+
+	if (check_execute &&
+		pg_proc_aclcheck(fnoid, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for job handler %s",
+						format_procedure(fnoid)),
+				 errdetail("A job runs with the privileges of the role that dispatches it."),
+				 errhint("GRANT EXECUTE ON FUNCTION %s TO %s;",
+						 format_procedure(fnoid),
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
+	return fnoid;
+}
+
+/* ---- the worker's cache ---- */
+
+static HTAB *handler_cache = NULL;
+static MemoryContext handler_cxt = NULL;
+static bool handler_cache_stale = false;
+
+static void
+handler_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	/* only flag it: entries may be in use right now */
+	handler_cache_stale = true;
+}
+
+void
+jobq_handler_cache_init(void)
+{
+	HASHCTL		ctl;
+
+	if (handler_cache != NULL)
+		return;
+
+	handler_cxt = AllocSetContextCreate(TopMemoryContext, "jobq handlers",
+										ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(((JobqHandler *) 0)->name);
+	ctl.entrysize = sizeof(JobqHandler);
+	ctl.hcxt = handler_cxt;
+	handler_cache = hash_create("jobq handlers", 64, &ctl,
+								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	CacheRegisterSyscacheCallback(PROCOID, handler_inval_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(NAMESPACEOID, handler_inval_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, handler_inval_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, handler_inval_callback, (Datum) 0);
+}
+
+/*
+ * Flush the cache if the catalogs changed.  Call only between jobs, when no
+ * entry is in use.
+ */
+static void
+handler_cache_refresh(void)
+{
+	if (!handler_cache_stale)
+		return;
+	handler_cache_stale = false;
+	hash_destroy(handler_cache);
+	MemoryContextDelete(handler_cxt);
+	handler_cache = NULL;
+	jobq_handler_cache_init();
+}
+
+/*
+ * Find (or resolve and cache) the handler stored as 'job'.  Never throws
+ * for a missing handler: the entry then has fn_oid = InvalidOid and the
+ * job fails with a clear error when it runs.  Call inside a transaction,
+ * between jobs.
+ */
+JobqHandler *
+jobq_handler_lookup(const char *job)
+{
+	JobqHandler *h;
+	bool		found;
+	char		key[sizeof(((JobqHandler *) 0)->name)];
+
+	handler_cache_refresh();
+
+	strlcpy(key, job, sizeof(key));
+	h = hash_search(handler_cache, key, HASH_ENTER, &found);
+	if (!found)
+	{
+		List	   *names;
+		Oid			argtypes[1] = {JSONBOID};
+		Oid			fnoid;
+
+		h->fn_oid = InvalidOid;
+		h->is_procedure = false;
+		h->acl_role = InvalidOid;
+		h->acl_ok = false;
+		h->avg_ms = -1;
+
+		/* the stored name is canonical (qualified, quoted) */
+		names = stringToQualifiedNameList(job);
+		fnoid = LookupFuncName(names, 1, argtypes, true);
+		if (OidIsValid(fnoid))
+		{
+			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
+
+			if (HeapTupleIsValid(tup))
+			{
+				Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+
+				if (proc->pronargs == 1 && !proc->proretset &&
+					(proc->prokind == PROKIND_FUNCTION ||
+					 proc->prokind == PROKIND_PROCEDURE))
+				{
+					h->fn_oid = fnoid;
+					h->is_procedure = (proc->prokind == PROKIND_PROCEDURE);
+					fmgr_info_cxt(fnoid, &h->flinfo, handler_cxt);
+				}
+				ReleaseSysCache(tup);
+			}
+		}
+	}
+	return h;
+}

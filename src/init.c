@@ -1,0 +1,155 @@
+/*-------------------------------------------------------------------------
+ *
+ * init.c
+ *		Module load: configuration parameters, shared memory hooks and the
+ *		launcher's registration.
+ *
+ * Without shared_preload_libraries the module still loads (jobq.dispatch
+ * and CALL jobq.work() work in any session); only the background workers
+ * and the wake-up of sleeping workers need preloading.
+ *
+ * Copyright (c) 2026, jobq developers
+ *
+ * IDENTIFICATION
+ *		src/init.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/varlena.h"
+
+#include "jobq.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+char	   *jobq_database = NULL;
+int			jobq_workers = 2;
+char	   *jobq_queues = NULL;
+int			jobq_timeout_ms = 60 * 1000;
+int			jobq_tries = 1;
+int			jobq_backoff_ms = 0;
+int			jobq_max_sleep_ms = 5000;
+int			jobq_batch_size = 50;
+int			jobq_batch_time_ms = 5;
+
+/*
+ * jobq.queues must be a comma-separated list of valid queue names.
+ */
+static bool
+check_queue_list(char **newval, void **extra, GucSource source)
+{
+	char	   *raw = pstrdup(*newval);
+	List	   *names;
+
+	if (!SplitGUCList(raw, ',', &names) || names == NIL)
+	{
+		GUC_check_errdetail("List syntax is invalid or empty.");
+		return false;
+	}
+	list_free(names);
+	pfree(raw);
+	return true;
+}
+
+void
+_PG_init(void)
+{
+	DefineCustomStringVariable("jobq.database",
+							   "Databases whose jobs the background workers run (comma-separated).",
+							   NULL,
+							   &jobq_database,
+							   "postgres",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.workers",
+							"Number of worker processes per database.",
+							NULL,
+							&jobq_workers,
+							2, 0, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("jobq.queues",
+							   "Queues the workers serve, highest priority first (comma-separated).",
+							   NULL,
+							   &jobq_queues,
+							   "default",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   check_queue_list, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.timeout",
+							"Default time limit of one attempt of a job (0 = none).",
+							NULL,
+							&jobq_timeout_ms,
+							60 * 1000, 0, JOBQ_MAX_TIMEOUT_MS,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.tries",
+							"Default number of attempts of a job (0 = unlimited).",
+							NULL,
+							&jobq_tries,
+							1, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.backoff",
+							"Default delay before a failed attempt is retried.",
+							NULL,
+							&jobq_backoff_ms,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.max_sleep",
+							"Longest time an idle worker sleeps before looking for jobs again.",
+							"Workers are woken when a dispatching transaction commits and "
+							"sleep until the next delayed job is due; this only caps the wait.",
+							&jobq_max_sleep_ms,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.batch_size",
+							"Most jobs a worker reserves at once.",
+							NULL,
+							&jobq_batch_size,
+							50, 1, JOBQ_MAX_BATCH,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.batch_time",
+							"Longest time finished jobs of a batch wait for their commit.",
+							"Before starting the next job of a batch, a worker commits the "
+							"jobs already finished if the transaction is older than this.",
+							&jobq_batch_time_ms,
+							5, 0, 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("jobq");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	jobq_shmem_init_hooks();
+
+	/* never run jobs while pg_upgrade drives the server */
+	if (!IsBinaryUpgrade)
+		jobq_launcher_register();
+}

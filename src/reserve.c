@@ -1,0 +1,464 @@
+/*-------------------------------------------------------------------------
+ *
+ * reserve.c
+ *		Reserving jobs, and recovering the reservations of processes that
+ *		are gone.
+ *
+ * The reservation protocol (DESIGN.md invariants 2, 4 and 5):
+ *
+ * Every process that runs jobs holds a reservation token: a bigint unique
+ * in time, for which it holds a session-level lock (an advisory lock tag of
+ * our own, field4 = JOBQ_LOCK_FIELD4, so it never collides with users'
+ * advisory locks).  The lock lives exactly as long as the process, and after
+ * a crash restart no lock survives.
+ *
+ * 1. The reservation transaction picks ready jobs with FOR UPDATE SKIP
+ *	  LOCKED, sets reserved_by = token and attempts = attempts + 1, and
+ *	  commits: the attempt is durable before any handler runs.
+ * 2. The execution transaction (execute.c) locks those rows again, FOR
+ *	  UPDATE, for the whole attempt.
+ * 3. Other reservers only look at rows with reserved_by IS NULL, so a row
+ *	  that is reserved is never handed out twice, however long it runs.
+ * 4. A reservation whose token's lock can be taken belongs to a process that
+ *	  is gone.  jobq_recover_lost() (run by every worker at start, when any
+ *	  process leaves the registry, and every few seconds) makes such jobs
+ *	  available again, attempt counted, or moves them to the failed store if
+ *	  their tries are used up.
+ *
+ * Copyright (c) 2026, jobq developers
+ *
+ * IDENTIFICATION
+ *		src/reserve.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+#define JOBQ_LOCK_FIELD4 0x4A51 /* "JQ" */
+
+static void
+token_locktag(LOCKTAG *tag, int64 token)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId,
+						 (uint32) ((uint64) token >> 32),
+						 (uint32) token,
+						 JOBQ_LOCK_FIELD4);
+}
+
+/*
+ * Make a new reservation token and take its session lock.  Tokens grow with
+ * the clock (microseconds, shifted, plus bits of the pid), so a token never
+ * repeats one that is stored in an old row; a collision with a live process
+ * is caught by the lock itself.
+ */
+int64
+jobq_token_new(void)
+{
+	for (;;)
+	{
+		int64		token = ((int64) GetCurrentTimestamp() << 10) |
+		(MyProcPid & 0x3ff);
+		LOCKTAG		tag;
+
+		token_locktag(&tag, token);
+		if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_OK)
+			return token;
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+void
+jobq_token_drop(int64 token)
+{
+	LOCKTAG		tag;
+
+	if (token == 0)
+		return;
+	token_locktag(&tag, token);
+	LockRelease(&tag, ExclusiveLock, true);
+}
+
+/*
+ * True if no process holds the token any more.
+ */
+static bool
+token_is_dead(int64 token)
+{
+	LOCKTAG		tag;
+
+	token_locktag(&tag, token);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_OK)
+	{
+		LockRelease(&tag, ExclusiveLock, false);
+		return true;
+	}
+	return false;
+}
+
+/* ---- prepared statements ---- */
+
+static SPIPlanPtr reserve_plan = NULL;
+static SPIPlanPtr next_due_plan = NULL;
+static SPIPlanPtr lost_tokens_plan = NULL;
+static SPIPlanPtr lost_jobs_plan = NULL;
+static SPIPlanPtr unreserve_plan = NULL;
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "jobq: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Forget the prepared statements (after DROP EXTENSION, for instance).
+ */
+void
+jobq_reserve_reset_plans(void)
+{
+	SPIPlanPtr *plans[] = {&reserve_plan, &next_due_plan, &lost_tokens_plan,
+	&lost_jobs_plan, &unreserve_plan};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i])
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+}
+
+/*
+ * Effective settings: NULL in the row means the worker's default.
+ */
+static int32
+effective_tries(bool isnull, Datum d)
+{
+	return isnull ? jobq_tries : DatumGetInt32(d);
+}
+
+int64
+jobq_interval_ms(Interval *iv)
+{
+	int64		ms;
+
+	ms = iv->time / 1000;
+	ms += (int64) iv->day * SECS_PER_DAY * 1000;
+	ms += (int64) iv->month * DAYS_PER_MONTH * SECS_PER_DAY * 1000;
+	return ms;
+}
+
+/*
+ * Reserve up to max_jobs jobs, serving queues strictly in list order and
+ * each queue in the order its jobs became available.  Fills jobs[] (data
+ * copied into cxt) and returns how many.  Caller is inside a transaction
+ * with SPI connected and a snapshot pushed, and must commit it before
+ * running any handler: that commit makes the attempts durable.
+ */
+int
+jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
+				   MemoryContext cxt)
+{
+	int			n = 0;
+	ListCell   *lc;
+
+	if (reserve_plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
+
+		reserve_plan = prepare_kept(
+									"WITH picked AS ("
+									"  SELECT id FROM jobq.jobs"
+									"   WHERE queue OPERATOR(pg_catalog.=) $2"
+									"     AND reserved_by IS NULL"
+									"     AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+									"   ORDER BY available_at, id"
+									"   LIMIT $3"
+									"   FOR UPDATE SKIP LOCKED)"
+									" UPDATE jobq.jobs j"
+									"    SET attempts = j.attempts OPERATOR(pg_catalog.+) 1,"
+									"        reserved_by = $1,"
+									"        reserved_at = pg_catalog.now()"
+									"   FROM picked"
+									"  WHERE j.id OPERATOR(pg_catalog.=) picked.id"
+									" RETURNING j.id, j.queue, j.job, j.payload, j.owner::pg_catalog.oid,"
+									"   j.attempts, j.tries, j.timeout, j.backoff, j.created_at,"
+									"   j.available_at",
+									3, types);
+	}
+
+	foreach(lc, queues)
+	{
+		char	   *queue = (char *) lfirst(lc);
+		Datum		values[3];
+		int			first = n;
+
+		if (n >= max_jobs)
+			break;
+
+		values[0] = Int64GetDatum(token);
+		values[1] = CStringGetTextDatum(queue);
+		values[2] = Int32GetDatum(max_jobs - n);
+		if (SPI_execute_plan(reserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "jobq: reservation failed");
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			JobqJob    *j = &jobs[n++];
+			MemoryContext old;
+			bool		isnull;
+			Datum		d;
+
+			old = MemoryContextSwitchTo(cxt);
+			memset(j, 0, sizeof(JobqJob));
+			j->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			j->queue = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+			j->job = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+			j->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+			j->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+			j->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+			d = SPI_getbinval(tup, desc, 7, &isnull);
+			j->tries = effective_tries(isnull, d);
+			d = SPI_getbinval(tup, desc, 8, &isnull);
+			j->timeout_ms = isnull ? jobq_timeout_ms :
+				(int32) Min(jobq_interval_ms(DatumGetIntervalP(d)), JOBQ_MAX_TIMEOUT_MS);
+			d = SPI_getbinval(tup, desc, 9, &isnull);
+			j->backoff_ms = isnull ? jobq_backoff_ms :
+				jobq_interval_ms(DatumGetIntervalP(d));
+			j->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
+			/* available_at, only to restore FIFO order below */
+			j->sort_key = DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull));
+			MemoryContextSwitchTo(old);
+		}
+
+		/* UPDATE ... RETURNING does not keep the subquery's order */
+		if (n - first > 1)
+			qsort(&jobs[first], n - first, sizeof(JobqJob), jobq_job_cmp);
+	}
+	return n;
+}
+
+/*
+ * Order of jobs within one queue: when they became available, then id.
+ */
+int
+jobq_job_cmp(const void *a, const void *b)
+{
+	const JobqJob *ja = a;
+	const JobqJob *jb = b;
+
+	if (ja->sort_key != jb->sort_key)
+		return ja->sort_key < jb->sort_key ? -1 : 1;
+	if (ja->id != jb->id)
+		return ja->id < jb->id ? -1 : 1;
+	return 0;
+}
+
+/*
+ * Milliseconds until the next job of these queues is due: -1 if there is
+ * none, 0 if one is due already (typically locked by a reservation of
+ * another worker that is about to commit).  One index probe per queue.
+ */
+int64
+jobq_next_due_ms(List *queues)
+{
+	TimestampTz next = 0;
+	bool		any = false;
+	ListCell   *lc;
+	long		secs;
+	int			usecs;
+
+	if (next_due_plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		next_due_plan = prepare_kept(
+									 "SELECT available_at FROM jobq.jobs"
+									 " WHERE queue OPERATOR(pg_catalog.=) $1 AND reserved_by IS NULL"
+									 " ORDER BY available_at LIMIT 1",
+									 1, types);
+	}
+
+	foreach(lc, queues)
+	{
+		Datum		values[1];
+		bool		isnull;
+		TimestampTz t;
+
+		values[0] = CStringGetTextDatum((char *) lfirst(lc));
+		if (SPI_execute_plan(next_due_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "jobq: next-due query failed");
+		if (SPI_processed == 0)
+			continue;
+		t = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1, &isnull));
+		if (!any || t < next)
+			next = t;
+		any = true;
+	}
+	if (!any)
+		return -1;
+
+	TimestampDifference(GetCurrentTimestamp(), next, &secs, &usecs);
+	/* round up: never wake before the job is due */
+	return (int64) secs * 1000 + (usecs + 999) / 1000;
+}
+
+/*
+ * Recover jobs reserved by processes that are gone: each becomes available
+ * again with its attempt counted (after its backoff), or goes to the failed
+ * store if its tries are used up.  Returns the number of jobs recovered.
+ * Caller is in a transaction with SPI connected, running as the extension
+ * owner.
+ */
+int
+jobq_recover_lost(int64 own_token)
+{
+	List	   *dead = NIL;
+	ListCell   *lc;
+	int			recovered = 0;
+
+	if (lost_tokens_plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		lost_tokens_plan = prepare_kept(
+										"SELECT DISTINCT reserved_by FROM jobq.jobs"
+										" WHERE reserved_by IS NOT NULL",
+										0, NULL);
+		lost_jobs_plan = prepare_kept(
+									  "SELECT id, attempts, tries, backoff FROM jobq.jobs"
+									  " WHERE reserved_by OPERATOR(pg_catalog.=) $1"
+									  " ORDER BY id FOR UPDATE SKIP LOCKED",
+									  1, types);
+	}
+
+	if (SPI_execute_plan(lost_tokens_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "jobq: recovery query failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		token = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc,
+														1, &isnull));
+
+		if (token != own_token && token_is_dead(token))
+		{
+			int64	   *p = palloc(sizeof(int64));
+
+			*p = token;
+			dead = lappend(dead, p);
+		}
+	}
+
+	foreach(lc, dead)
+	{
+		int64		token = *(int64 *) lfirst(lc);
+		Datum		values[1];
+		uint64		nrows;
+		int64	   *ids;
+		bool	   *exhausted;
+		int32	   *attempts;
+		int64	   *backoff;
+		JobqError	err;
+
+		values[0] = Int64GetDatum(token);
+		if (SPI_execute_plan(lost_jobs_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "jobq: recovery query failed");
+		nrows = SPI_processed;
+		ids = palloc(sizeof(int64) * (nrows + 1));
+		exhausted = palloc(sizeof(bool) * (nrows + 1));
+		attempts = palloc(sizeof(int32) * (nrows + 1));
+		backoff = palloc(sizeof(int64) * (nrows + 1));
+		for (uint64 i = 0; i < nrows; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			Datum		d;
+			int32		tries;
+
+			ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			attempts[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			d = SPI_getbinval(tup, desc, 3, &isnull);
+			tries = effective_tries(isnull, d);
+			exhausted[i] = (tries > 0 && attempts[i] >= tries);
+			d = SPI_getbinval(tup, desc, 4, &isnull);
+			backoff[i] = isnull ? jobq_backoff_ms :
+				jobq_interval_ms(DatumGetIntervalP(d));
+		}
+
+		for (uint64 i = 0; i < nrows; i++)
+		{
+			memset(&err, 0, sizeof(err));
+			strlcpy(err.sqlstate, "JQ001", sizeof(err.sqlstate));
+			err.message = psprintf("the worker running attempt %d of job %lld was lost",
+								   attempts[i], (long long) ids[i]);
+			err.detail = "The process ended (crash, kill, server restart or error) before the attempt finished.";
+			if (exhausted[i])
+				jobq_fail_job(ids[i], &err);
+			else
+				jobq_retry_job(ids[i], backoff[i], &err);
+			recovered++;
+		}
+	}
+	return recovered;
+}
+
+/*
+ * Hand reserved jobs back without running them: used for the jobs of a
+ * batch that a worker does not get to (shutdown, or another job of the
+ * batch turned out to be slow).  With refund, the attempt counted by the
+ * reservation is taken back, since the handler never started.
+ */
+void
+jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
+{
+	Datum	   *ids;
+	int			n = 0;
+	Datum		values[3];
+
+	if (unreserve_plan == NULL)
+	{
+		Oid			types[3] = {INT8ARRAYOID, INT8OID, BOOLOID};
+
+		unreserve_plan = prepare_kept(
+									  "UPDATE jobq.jobs"
+									  "   SET reserved_by = NULL, reserved_at = NULL,"
+									  "       attempts = attempts OPERATOR(pg_catalog.-)"
+									  "         CASE WHEN $3 THEN 1 ELSE 0 END"
+									  " WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
+									  "   AND reserved_by OPERATOR(pg_catalog.=) $2",
+									  3, types);
+	}
+
+	ids = palloc(sizeof(Datum) * (njobs + 1));
+	for (int i = 0; i < njobs; i++)
+		ids[n++] = Int64GetDatum(jobs[i].id);
+	if (n == 0)
+		return;
+
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = Int64GetDatum(token);
+	values[2] = BoolGetDatum(refund);
+	if (SPI_execute_plan(unreserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "jobq: could not hand back reserved jobs");
+}

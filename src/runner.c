@@ -1,0 +1,321 @@
+/*-------------------------------------------------------------------------
+ *
+ * runner.c
+ *		The loop that runs jobs, shared by background workers (worker.c) and
+ *		CALL jobq.work() (work.c):
+ *
+ *		1. recover reservations of processes that are gone (reserve.c),
+ *		2. reserve a batch and commit, so its attempts are durable,
+ *		3. execute the batch (execute.c),
+ *		4. with nothing to do, sleep until woken by a committing dispatch or
+ *		   until the next delayed job is due.
+ *
+ * Transactions are begun and committed through jobq_runner_begin() and
+ * jobq_runner_commit(): a background worker drives them directly, a
+ * procedure commits through SPI.  Both run jobq's own statements as the
+ * extension's owner and always at READ COMMITTED.
+ *
+ * Copyright (c) 2026, jobq developers
+ *
+ * IDENTIFICATION
+ *		src/runner.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+#include "utils/wait_event.h"
+
+#include "jobq.h"
+
+/* how often a worker looks for lost reservations without being told to */
+#define JOBQ_RECOVERY_INTERVAL_MS 5000
+/* nap when a due job is locked by another worker's reservation */
+#define JOBQ_BUSY_NAP_MS 5
+
+static Oid	runner_save_userid;
+static int	runner_save_sec;
+static MemoryContext runner_save_cxt;
+
+/*
+ * Queue names: 1 to 63 bytes, no control characters, no commas (they
+ * separate queues in lists), no leading or trailing space.
+ */
+void
+jobq_check_queue_name(const char *queue)
+{
+	size_t		len = strlen(queue);
+
+	if (len == 0 || len > JOBQ_MAX_QUEUE_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid queue name \"%.*s%s\"",
+						(int) pg_mbcliplen(queue, len, 40), queue,
+						len > 40 ? "..." : ""),
+				 errdetail("A queue name is 1 to %d bytes long.",
+						   JOBQ_MAX_QUEUE_NAME_LEN)));
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) queue[i];
+
+		if (c < 0x20 || c == 0x7f || c == ',')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid queue name \"%s\"", queue),
+					 errdetail("A queue name cannot contain commas or control characters.")));
+	}
+	if (isspace((unsigned char) queue[0]) || isspace((unsigned char) queue[len - 1]))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid queue name \"%s\"", queue),
+				 errdetail("A queue name cannot begin or end with white space.")));
+}
+
+/*
+ * Parse a comma-separated queue list (jobq.queues), keeping its order and
+ * dropping repeats.  Returns a List of palloc'd strings.
+ */
+List *
+jobq_parse_queue_list(const char *text)
+{
+	char	   *raw = pstrdup(text);
+	List	   *names;
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	if (!SplitGUCList(raw, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid queue list \"%s\"", text)));
+	foreach(lc, names)
+	{
+		char	   *q = (char *) lfirst(lc);
+		ListCell   *lc2;
+		bool		dup = false;
+
+		jobq_check_queue_name(q);
+		foreach(lc2, result)
+			if (strcmp((char *) lfirst(lc2), q) == 0)
+				dup = true;
+		if (!dup)
+			result = lappend(result, pstrdup(q));
+	}
+	if (result == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the queue list is empty")));
+	return result;
+}
+
+/*
+ * The extension's owner (jobq's tables are written as this role), or
+ * InvalidOid if jobq is not installed in this database.  Needs a
+ * transaction.
+ */
+Oid
+jobq_extension_owner(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("jobq"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * Begin a transaction for jobq's own work, with SPI connected, a snapshot
+ * pushed and the extension owner as current user.  With refresh_owner, the
+ * owner is looked up again first; if jobq is no longer installed,
+ * runner->owner is left invalid and the user is not switched: the caller
+ * must check.  The caller's memory context stays current.
+ */
+void
+jobq_runner_begin(JobqRunner *runner)
+{
+	runner_save_cxt = CurrentMemoryContext;
+	if (!runner->in_procedure)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+	}
+	/* jobq's statements assume READ COMMITTED, whatever the default */
+	if (!FirstSnapshotSet)
+		XactIsoLevel = XACT_READ_COMMITTED;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (runner->refresh_owner || !OidIsValid(runner->owner))
+	{
+		runner->owner = jobq_extension_owner();
+		runner->refresh_owner = false;
+	}
+	GetUserIdAndSecContext(&runner_save_userid, &runner_save_sec);
+	if (OidIsValid(runner->owner))
+		SetUserIdAndSecContext(runner->owner,
+							   runner_save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	MemoryContextSwitchTo(runner_save_cxt);
+}
+
+void
+jobq_runner_commit(JobqRunner *runner)
+{
+	SetUserIdAndSecContext(runner_save_userid, runner_save_sec);
+	PopActiveSnapshot();
+	if (runner->in_procedure)
+		SPI_commit();
+	else
+	{
+		SPI_finish();
+		CommitTransactionCommand();
+		pgstat_report_stat(false);
+		pgstat_report_activity(STATE_IDLE, NULL);
+	}
+	MemoryContextSwitchTo(runner_save_cxt);
+}
+
+/*
+ * Is it time to look for lost reservations?  Always at start, whenever a
+ * process left the registry (its reservations may be lost), and every few
+ * seconds in any case.
+ */
+static bool
+recovery_due(JobqRunner *runner)
+{
+	uint64		exits = jobq_slot_exit_count();
+
+	if (runner->last_recovery == 0 || exits != runner->seen_exits ||
+		TimestampDifferenceExceeds(runner->last_recovery, GetCurrentTimestamp(),
+								   JOBQ_RECOVERY_INTERVAL_MS))
+	{
+		runner->seen_exits = exits;
+		runner->last_recovery = GetCurrentTimestamp();
+		return true;
+	}
+	return false;
+}
+
+/*
+ * Should the runner stop before its next job?
+ */
+bool
+jobq_runner_should_stop(JobqRunner *runner)
+{
+	return runner->cancelled ||
+		(runner->stop_requested != NULL && *runner->stop_requested);
+}
+
+/*
+ * Run jobs until told to stop: *stop_requested, max_jobs reached, or (with
+ * stop_when_empty) no job ready.  Returns normally in those cases; errors
+ * propagate to the caller, which owns the recovery.
+ */
+void
+jobq_runner_loop(JobqRunner *runner)
+{
+	JobqJob    *jobs;
+	bool		was_idle = true;
+
+	jobq_handler_cache_init();
+	if (runner->jobs == NULL)
+		runner->jobs = MemoryContextAlloc(runner->loop_cxt,
+										  sizeof(JobqJob) * JOBQ_MAX_BATCH);
+	jobs = runner->jobs;
+
+	for (;;)
+	{
+		int			n;
+		int			limit;
+		int64		next_due = -1;
+		long		sleep_ms;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (jobq_runner_should_stop(runner))
+			break;
+		if (!runner->in_procedure && ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (runner->on_reload)
+				runner->on_reload(runner);
+		}
+		limit = Min(runner->batch_size, JOBQ_MAX_BATCH);
+		if (runner->max_jobs > 0)
+		{
+			if (runner->jobs_run >= runner->max_jobs)
+				break;
+			limit = Min(limit, runner->max_jobs - runner->jobs_run);
+		}
+
+		old = MemoryContextSwitchTo(runner->batch_cxt);
+
+		/* after idling, check that jobq is still installed */
+		runner->refresh_owner = was_idle;
+		jobq_runner_begin(runner);
+		if (!OidIsValid(runner->owner))
+		{
+			jobq_runner_commit(runner);
+			MemoryContextSwitchTo(old);
+			runner->extension_missing = true;
+			break;
+		}
+		if (recovery_due(runner))
+			jobq_recover_lost(runner->token);
+		n = jobq_reserve_batch(runner->token, runner->queues, limit, jobs,
+							   runner->batch_cxt);
+		if (n == 0)
+			next_due = jobq_next_due_ms(runner->queues);
+		jobq_runner_commit(runner);
+
+		if (n > 0)
+			jobq_execute_batch(runner, jobs, n);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(runner->batch_cxt);
+		was_idle = (n == 0);
+		if (n > 0)
+			continue;
+
+		if (runner->stop_when_empty)
+			break;
+
+		/* sleep until woken, or until the next job is due */
+		sleep_ms = jobq_max_sleep_ms;
+		if (next_due == 0)
+			sleep_ms = JOBQ_BUSY_NAP_MS;
+		else if (next_due > 0 && next_due < sleep_ms)
+			sleep_ms = (long) next_due;
+		sleep_ms = Min(sleep_ms, JOBQ_RECOVERY_INTERVAL_MS);
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

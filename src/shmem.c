@@ -1,0 +1,352 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *		Shared memory: the registry of processes that run jobs, and the
+ *		wake-up of sleeping workers when a dispatching transaction commits.
+ *
+ * The registry has one slot per process that can run jobs (background
+ * workers and sessions inside CALL jobq.work()); its size is MaxBackends,
+ * so it is bounded by construction.  It is only an index for waking and
+ * observing workers: whether a reservation is still held is decided by the
+ * reservation token's lock (reserve.c), which needs no shared memory and
+ * vanishes with its process, crash restarts included.
+ *
+ * Copyright (c) 2026, jobq developers
+ *
+ * IDENTIFICATION
+ *		src/shmem.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "jobq.h"
+
+JobqShared *jobq_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* this process's slot, released at exit if still held */
+static JobqSlot *my_slot = NULL;
+static bool exit_callback_registered = false;
+
+/* a dispatch happened in the current transaction: wake workers at commit */
+static bool wake_pending = false;
+static bool xact_callback_registered = false;
+
+static Size
+jobq_shmem_size(void)
+{
+	return add_size(offsetof(JobqShared, slots),
+					mul_size(MaxBackends, sizeof(JobqSlot)));
+}
+
+static void
+jobq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+
+	RequestAddinShmemSpace(jobq_shmem_size());
+	RequestNamedLWLockTranche("jobq", 1);
+}
+
+static void
+jobq_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	/* after a crash restart everything here is new */
+	jobq_shared = NULL;
+	my_slot = NULL;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	jobq_shared = ShmemInitStruct("jobq", jobq_shmem_size(), &found);
+	if (!found)
+	{
+		memset(jobq_shared, 0, jobq_shmem_size());
+		jobq_shared->lock = &(GetNamedLWLockTranche("jobq"))->lock;
+		pg_atomic_init_u64(&jobq_shared->slot_exits, 0);
+		jobq_shared->nslots = MaxBackends;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Called from _PG_init while shared_preload_libraries is processed.
+ */
+void
+jobq_shmem_init_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = jobq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = jobq_shmem_startup;
+}
+
+bool
+jobq_shmem_available(void)
+{
+	return jobq_shared != NULL;
+}
+
+/*
+ * Wake every registered process of a database: after a dispatch committed,
+ * or after a process left (its reservations may need recovering).
+ * Caller holds the registry lock.
+ */
+static int
+wake_database_locked(Oid dboid)
+{
+	int			n = 0;
+
+	for (int i = 0; i < jobq_shared->nslots; i++)
+	{
+		JobqSlot   *s = &jobq_shared->slots[i];
+
+		if (s->state != JOBQ_SLOT_FREE && s->dboid == dboid && s->latch)
+		{
+			SetLatch(s->latch);
+			if (!s->in_session)
+				n++;
+		}
+	}
+	return n;
+}
+
+static void
+slot_exit_callback(int code, Datum arg)
+{
+	if (my_slot != NULL)
+		jobq_slot_release(my_slot);
+}
+
+/*
+ * Register the calling process in the registry.  Returns NULL when there is
+ * no shared memory (library not preloaded) or no free slot.
+ */
+JobqSlot *
+jobq_slot_acquire(bool in_session, int64 token, const char *queues,
+				  const char *dbname, int worker_index)
+{
+	JobqSlot   *slot = NULL;
+
+	if (jobq_shared == NULL)
+		return NULL;
+	Assert(my_slot == NULL);
+
+	if (!exit_callback_registered)
+	{
+		on_shmem_exit(slot_exit_callback, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < jobq_shared->nslots; i++)
+	{
+		JobqSlot   *s = &jobq_shared->slots[i];
+
+		/* a background worker's place may be taken by one already */
+		if (!in_session && s->state != JOBQ_SLOT_FREE && !s->in_session &&
+			s->worker_index == worker_index && strcmp(s->dbname, dbname) == 0)
+		{
+			slot = NULL;
+			break;
+		}
+		if (slot == NULL && s->state == JOBQ_SLOT_FREE)
+			slot = s;
+	}
+	if (slot)
+	{
+		memset(slot, 0, sizeof(JobqSlot));
+		slot->state = JOBQ_SLOT_IDLE;
+		slot->pid = MyProcPid;
+		slot->dboid = MyDatabaseId;
+		slot->in_session = in_session;
+		slot->worker_index = worker_index;
+		if (dbname)
+			strlcpy(slot->dbname, dbname, NAMEDATALEN);
+		slot->token = token;
+		slot->latch = MyLatch;
+		slot->started_at = GetCurrentTimestamp();
+		strlcpy(slot->queues, queues ? queues : "", JOBQ_QUEUES_TEXT_LEN);
+	}
+	LWLockRelease(jobq_shared->lock);
+
+	my_slot = slot;
+	return slot;
+}
+
+void
+jobq_slot_set_token(JobqSlot *slot, int64 token)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	slot->token = token;
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
+ * Record the job a process is running (0: none).  Only the owner writes its
+ * slot's job fields; readers take the lock, so a torn read is impossible.
+ */
+void
+jobq_slot_set_job(JobqSlot *slot, int64 job_id)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	slot->current_job = job_id;
+	slot->state = job_id ? JOBQ_SLOT_BUSY : JOBQ_SLOT_IDLE;
+	slot->job_started = job_id ? GetCurrentTimestamp() : 0;
+	LWLockRelease(jobq_shared->lock);
+}
+
+void
+jobq_slot_count(JobqSlot *slot, bool done)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	if (done)
+		slot->jobs_done++;
+	else
+		slot->jobs_failed++;
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
+ * Give the slot back and wake the database's other workers: whatever this
+ * process still had reserved is theirs to recover.
+ */
+void
+jobq_slot_release(JobqSlot *slot)
+{
+	Oid			dboid;
+
+	if (slot == NULL || jobq_shared == NULL)
+		return;
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	dboid = slot->dboid;
+	memset(slot, 0, sizeof(JobqSlot));
+	pg_atomic_fetch_add_u64(&jobq_shared->slot_exits, 1);
+	wake_database_locked(dboid);
+	if (jobq_shared->launcher_latch)
+		SetLatch(jobq_shared->launcher_latch);
+	LWLockRelease(jobq_shared->lock);
+	if (slot == my_slot)
+		my_slot = NULL;
+}
+
+/*
+ * Is background worker number worker_index of database dbname registered?
+ * (The launcher's view of its workers, which survives its own restart.)
+ */
+bool
+jobq_worker_is_running(const char *dbname, int worker_index)
+{
+	bool		found = false;
+
+	LWLockAcquire(jobq_shared->lock, LW_SHARED);
+	for (int i = 0; i < jobq_shared->nslots; i++)
+	{
+		JobqSlot   *s = &jobq_shared->slots[i];
+
+		if (s->state != JOBQ_SLOT_FREE && !s->in_session &&
+			s->worker_index == worker_index && strcmp(s->dbname, dbname) == 0)
+		{
+			found = true;
+			break;
+		}
+	}
+	LWLockRelease(jobq_shared->lock);
+	return found;
+}
+
+uint64
+jobq_slot_exit_count(void)
+{
+	if (jobq_shared == NULL)
+		return 0;
+	return pg_atomic_read_u64(&jobq_shared->slot_exits);
+}
+
+/*
+ * The launcher publishes its latch so that backends can ask it to start
+ * workers at once (see wake_xact_callback).
+ */
+void
+jobq_launcher_register_latch(void)
+{
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	jobq_shared->launcher_pid = MyProcPid;
+	jobq_shared->launcher_latch = MyLatch;
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
+ * After a transaction that dispatched jobs commits, set the latches of the
+ * database's workers.  If it has no background worker, nudge the launcher,
+ * which may have backed off after the workers found no jobq installed.
+ * Runs after the commit is durable: must not throw.
+ */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending && jobq_shared != NULL)
+			{
+				LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+				if (wake_database_locked(MyDatabaseId) == 0 &&
+					jobq_shared->launcher_latch != NULL)
+				{
+					jobq_shared->launcher_kicked = true;
+					SetLatch(jobq_shared->launcher_latch);
+				}
+				LWLockRelease(jobq_shared->lock);
+			}
+			wake_pending = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* a prepared transaction wakes nobody: max_sleep covers it */
+			wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Called by dispatch: remember to wake the workers if this transaction
+ * commits.
+ */
+void
+jobq_wake_at_commit(void)
+{
+	if (jobq_shared == NULL)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_pending = true;
+}

@@ -1,0 +1,169 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		A background worker that runs the jobs of one database.
+ *
+ * Started (and restarted) by the launcher (launcher.c).  It connects to its
+ * database as the bootstrap superuser, takes a reservation token, registers
+ * in shared memory and runs the loop in runner.c.  Each job runs as the
+ * role that dispatched it (execute.c), never as the worker's role.
+ *
+ * Signals:
+ *	SIGTERM	(server shutdown, pg_terminate_backend): the running job is
+ *			cancelled and given back with its attempt refunded, jobs of the
+ *			batch not yet started are given back, then the worker exits.
+ *	SIGINT	(pg_cancel_backend): cancels the running job only, which counts
+ *			as a failed attempt.  Between jobs the cancel is ignored.
+ *	SIGHUP	reloads the configuration.
+ *
+ * If jobq is not installed in the database the worker exits at once; the
+ * launcher tries again later, or at once when a dispatch commits there.
+ *
+ * Copyright (c) 2026, jobq developers
+ *
+ * IDENTIFICATION
+ *		src/worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#include "jobq.h"
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void
+jobq_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	/* stop the running handler the way a cancel would */
+	if (jobq_in_handler)
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* after SIGHUP: pick up changed queues and batch size */
+static void
+worker_reload(JobqRunner *runner)
+{
+	MemoryContext old = MemoryContextSwitchTo(runner->loop_cxt);
+
+	runner->queues = jobq_parse_queue_list(jobq_queues);
+	runner->batch_size = jobq_batch_size;
+	MemoryContextSwitchTo(old);
+}
+
+void
+jobq_worker_main(Datum main_arg)
+{
+	JobqWorkerArgs args;
+	JobqRunner	runner;
+
+	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, jobq_worker_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(args.dbname, NULL, 0);
+	pgstat_report_appname("jobq worker");
+
+	/* cancels are for running jobs only (see run_one) */
+	HOLD_CANCEL_INTERRUPTS();
+
+	memset(&runner, 0, sizeof(runner));
+	runner.in_procedure = false;
+	runner.stop_requested = &got_sigterm;
+	runner.on_reload = worker_reload;
+	runner.loop_cxt = AllocSetContextCreate(TopMemoryContext, "jobq worker",
+											ALLOCSET_DEFAULT_SIZES);
+	runner.batch_cxt = AllocSetContextCreate(runner.loop_cxt, "jobq batch",
+											 ALLOCSET_DEFAULT_SIZES);
+	worker_reload(&runner);
+
+	runner.token = jobq_token_new();
+	runner.slot = jobq_slot_acquire(false, runner.token, jobq_queues,
+									args.dbname, args.index);
+	if (runner.slot == NULL)
+	{
+		/* another worker already has this place (launcher restarted) */
+		elog(DEBUG1, "jobq worker %d of database \"%s\" is running already",
+			 args.index, args.dbname);
+		proc_exit(0);
+	}
+
+	elog(DEBUG1, "jobq worker %d started in database \"%s\"",
+		 args.index, args.dbname);
+
+	for (;;)
+	{
+		volatile bool failed = false;
+
+		PG_TRY();
+		{
+			jobq_runner_loop(&runner);
+		}
+		PG_CATCH();
+		{
+			/*
+			 * An error outside any job (a job's own errors are caught in
+			 * execute.c).  Abort, and give up the token so that whatever
+			 * this worker had reserved is recovered with its attempt
+			 * counted.
+			 */
+			HOLD_INTERRUPTS();
+			MemoryContextSwitchTo(TopMemoryContext);
+			EmitErrorReport();
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+			jobq_in_handler = false;
+			RESUME_INTERRUPTS();
+			failed = true;
+		}
+		PG_END_TRY();
+
+		if (!failed)
+			break;
+
+		/* go on with a new token, after a pause */
+		QueryCancelHoldoffCount = 1;
+		MemoryContextReset(runner.batch_cxt);
+		jobq_token_drop(runner.token);
+		runner.token = jobq_token_new();
+		jobq_slot_set_token(runner.slot, runner.token);
+		jobq_slot_set_job(runner.slot, 0);
+		runner.last_recovery = 0;
+		runner.owner = InvalidOid;
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	if (runner.extension_missing)
+		elog(DEBUG1, "jobq is not installed in database \"%s\"; worker %d exits",
+			 args.dbname, args.index);
+	else if (got_sigterm)
+		ereport(LOG,
+				(errmsg("jobq worker %d of database \"%s\" stopped on request",
+						args.index, args.dbname)));
+	proc_exit(0);
+}
