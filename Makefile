@@ -17,7 +17,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wmissing-prototypes -Wpointer-arith \
 
 # pg_regress: the SQL API, run with CALL jobq.work() on a private instance
 REGRESS = dispatch register work failures security
-REGRESS_OPTS = --temp-instance=./tmp_check --temp-config=$(srcdir)/test/jobq.conf
+REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation
 ISOLATION = skip_locked
@@ -26,7 +26,7 @@ ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jo
 # TAP: background workers, crashes, timeouts
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_check tmp_check_iso results output_iso log \
+EXTRA_CLEAN = tmp_check tmp_check_regress tmp_check_iso results output_iso log \
 	regression.diffs regression.out
 
 PG_CONFIG ?= pg_config

@@ -25,6 +25,7 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -90,6 +91,20 @@ parse_handler_name(const char *job)
 }
 
 /*
+ * Look up name(jsonb) among functions and procedures.
+ */
+static Oid
+lookup_routine(List *names)
+{
+	ObjectWithArgs *owa = makeNode(ObjectWithArgs);
+
+	owa->objname = names;
+	owa->objargs = list_make1(makeTypeNameFromOid(JSONBOID, -1));
+	owa->args_unspecified = false;
+	return LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);
+}
+
+/*
  * Resolve a handler name as the current user would, with the current
  * search_path.  Returns the function's OID and, in *canonical, its
  * schema-qualified name (the form stored in jobq.jobs).  Errors name the
@@ -100,12 +115,11 @@ Oid
 jobq_resolve_handler(const char *job, char **canonical, bool check_execute)
 {
 	List	   *names = parse_handler_name(job);
-	Oid			argtypes[1] = {JSONBOID};
 	Oid			fnoid;
 	HeapTuple	tup;
 	Form_pg_proc proc;
 
-	fnoid = LookupFuncName(names, 1, argtypes, true);
+	fnoid = lookup_routine(names);
 	if (!OidIsValid(fnoid))
 	{
 		FuncCandidateList others;
@@ -142,12 +156,13 @@ jobq_resolve_handler(const char *job, char **canonical, bool check_execute)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("job handler %s must not return a set",
 						format_procedure(fnoid))));
-	if (proc->pronargs != 1)
+	if (proc->pronargs != 1 ||
+		!heap_attisnull(tup, Anum_pg_proc_proargmodes, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
 				 errmsg("job handler %s must take exactly one argument of type jsonb",
 						format_procedure(fnoid)),
-				 errdetail("Output arguments of procedures are not allowed.")));
+				 errdetail("A handler cannot have output arguments.")));
 
 	if (canonical)
 		*canonical = quote_qualified_identifier(get_namespace_name(proc->pronamespace),
@@ -239,7 +254,6 @@ jobq_handler_lookup(const char *job)
 	if (!found)
 	{
 		List	   *names;
-		Oid			argtypes[1] = {JSONBOID};
 		Oid			fnoid;
 
 		h->fn_oid = InvalidOid;
@@ -250,7 +264,7 @@ jobq_handler_lookup(const char *job)
 
 		/* the stored name is canonical (qualified, quoted) */
 		names = stringToQualifiedNameList(job);
-		fnoid = LookupFuncName(names, 1, argtypes, true);
+		fnoid = lookup_routine(names);
 		if (OidIsValid(fnoid))
 		{
 			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
@@ -260,6 +274,7 @@ jobq_handler_lookup(const char *job)
 				Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
 
 				if (proc->pronargs == 1 && !proc->proretset &&
+					heap_attisnull(tup, Anum_pg_proc_proargmodes, NULL) &&
 					(proc->prokind == PROKIND_FUNCTION ||
 					 proc->prokind == PROKIND_PROCEDURE))
 				{

@@ -37,6 +37,7 @@
 #include "postmaster/interrupt.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -292,6 +293,17 @@ jobq_runner_loop(JobqRunner *runner)
 							   runner->batch_cxt);
 		if (n == 0)
 			next_due = jobq_next_due_ms(runner->queues);
+		else if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		{
+			/*
+			 * The attempts must be on disk before any handler runs, even
+			 * with synchronous_commit = off: a handler that crashes the
+			 * server must not be retried forever (invariant 4).
+			 */
+			(void) set_config_option("synchronous_commit", "local",
+									 PGC_SUSET, PGC_S_SESSION,
+									 GUC_ACTION_LOCAL, true, 0, false);
+		}
 		jobq_runner_commit(runner);
 
 		if (n > 0)

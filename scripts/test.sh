@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Run the whole jobq test suite: pg_regress (sql/), isolation (specs/) and
+# TAP (t/) tests, each against a throwaway PostgreSQL instance.
+#
+# As root on a fresh Debian 12 machine with PostgreSQL 15 this also installs
+# the build dependencies, builds and installs jobq, and runs the tests as
+# the postgres user from a private copy of the tree (PostgreSQL refuses to
+# run as root).  As another user it expects jobq to be installed already
+# and runs the tests in place.
+#
+#   bash scripts/test.sh            everything
+#   bash scripts/test.sh regress    only pg_regress and isolation tests
+#   bash scripts/test.sh tap        only the TAP tests
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+what=${1:-all}
+
+case "$what" in
+	all) targets=(installcheck) ;;
+	regress) targets=(installcheck TAP_TESTS=) ;;
+	tap) targets=(installcheck REGRESS= ISOLATION=) ;;
+	*) echo "usage: $0 [all|regress|tap]" >&2; exit 2 ;;
+esac
+
+if [ "$(id -u)" -ne 0 ]; then
+	exec make -C "$here" "${targets[@]}"
+fi
+
+"$here/scripts/install-deps.sh"
+
+make -C "$here" -s
+make -C "$here" -s install
+
+work=$(mktemp -d /tmp/jobq-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cp -a "$here/." "$work/"
+chown -R postgres: "$work"
+
+status=0
+runuser -u postgres -- make -C "$work" "${targets[@]}" || status=$?
+if [ $status -ne 0 ]; then
+	for f in "$work"/regression.diffs "$work"/output_iso/regression.diffs; do
+		[ -f "$f" ] && { echo "==== $f"; cat "$f"; }
+	done
+	for f in "$work"/tmp_check/log/regress_log_*; do
+		[ -f "$f" ] && { echo "==== $f (last 60 lines)"; tail -n 60 "$f"; }
+	done
+	echo "jobq tests FAILED" >&2
+else
+	echo "jobq tests passed"
+fi
+exit $status
