@@ -11,6 +11,10 @@
 #   bash scripts/test.sh            everything
 #   bash scripts/test.sh regress    only pg_regress and isolation tests
 #   bash scripts/test.sh tap        only the TAP tests
+#
+# With JOBQ_SANDBOX=DIR, jobq is installed into (and tested against) a
+# private copy of PostgreSQL in DIR instead of the system's: see
+# scripts/sandbox.sh.  PROVE_TESTS="t/001_workers.pl" picks TAP tests.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +33,10 @@ fi
 
 "$here/scripts/install-deps.sh"
 
+if [ -n "${JOBQ_SANDBOX:-}" ]; then
+	PG_CONFIG=$("$here/scripts/sandbox.sh" "$JOBQ_SANDBOX")
+	export PG_CONFIG
+fi
 make -C "$here" -s
 make -C "$here" -s install
 
@@ -38,7 +46,8 @@ cp -a "$here/." "$work/"
 chown -R postgres: "$work"
 
 status=0
-runuser -u postgres -- make -C "$work" "${targets[@]}" || status=$?
+runuser -u postgres -- env ${PG_CONFIG:+PG_CONFIG=$PG_CONFIG} ${PROVE_TESTS:+PROVE_TESTS="$PROVE_TESTS"} \
+	make -C "$work" "${targets[@]}" || status=$?
 if [ $status -ne 0 ]; then
 	for f in "$work"/regression.diffs "$work"/output_iso/regression.diffs; do
 		[ -f "$f" ] && { echo "==== $f"; cat "$f"; }
