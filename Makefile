@@ -32,3 +32,6 @@ EXTRA_CLEAN = tmp_check tmp_check_regress tmp_check_iso results output_iso log \
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every source file includes the shared header
+$(OBJS): src/jobq.h

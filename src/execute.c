@@ -67,7 +67,7 @@ typedef enum JobOutcome
 {
 	OUTCOME_DONE,				/* handler returned */
 	OUTCOME_ERROR,				/* handler raised an error */
-	OUTCOME_INTERRUPTED			/* cancelled because the worker must stop */
+	OUTCOME_INTERRUPTED			/* cancelled by a server shutdown */
 } JobOutcome;
 
 /*
@@ -170,6 +170,7 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		int			gucnest;
 		LOCAL_FCINFO(fcinfo, 1);
 
+		jobq_handler_resolve(h);
 		if (!OidIsValid(h->fn_oid))
 			ereport(ERROR,
 					(errcode(ERRCODE_JOBQ_HANDLER_MISSING),
@@ -236,8 +237,15 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 				err->message = psprintf("job timed out after %d ms", job->timeout_ms);
 				err->detail = clean_error_text(edata->message);
 			}
-			else if (runner->stop_requested && *runner->stop_requested)
+			else if (runner->stop_is_shutdown && *runner->stop_is_shutdown)
 				outcome = OUTCOME_INTERRUPTED;
+			else if (runner->stop_requested && *runner->stop_requested)
+			{
+				/* pg_terminate_backend: a failed attempt, saying so */
+				strlcpy(err->sqlstate, "57P01", sizeof(err->sqlstate));
+				err->message = "the worker was terminated while running the job";
+				err->detail = clean_error_text(edata->message);
+			}
 			else if (runner->in_procedure)
 			{
 				/* the caller of jobq.work() cancelled: stop after this */
@@ -391,7 +399,7 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 				break;
 			}
 
-			job->handler = jobq_handler_lookup(job->job);
+			job->handler = jobq_handler_get(job->job);
 			slow = job->handler->avg_ms < 0 ||
 				job->handler->avg_ms > JOBQ_SLOW_HANDLER_MS;
 

@@ -235,13 +235,13 @@ handler_cache_refresh(void)
 }
 
 /*
- * Find (or resolve and cache) the handler stored as 'job'.  Never throws
- * for a missing handler: the entry then has fn_oid = InvalidOid and the
- * job fails with a clear error when it runs.  Call inside a transaction,
- * between jobs.
+ * The cache entry of the handler stored as 'job', created (unresolved) if
+ * new.  Does not throw for a bad name: resolution happens later, inside the
+ * job's subtransaction (jobq_handler_resolve).  Call between jobs: it may
+ * flush the cache.
  */
 JobqHandler *
-jobq_handler_lookup(const char *job)
+jobq_handler_get(const char *job)
 {
 	JobqHandler *h;
 	bool		found;
@@ -253,38 +253,52 @@ jobq_handler_lookup(const char *job)
 	h = hash_search(handler_cache, key, HASH_ENTER, &found);
 	if (!found)
 	{
-		List	   *names;
-		Oid			fnoid;
-
+		h->resolved = false;
 		h->fn_oid = InvalidOid;
 		h->is_procedure = false;
 		h->acl_role = InvalidOid;
 		h->acl_ok = false;
 		h->avg_ms = -1;
-
-		/* the stored name is canonical (qualified, quoted) */
-		names = stringToQualifiedNameList(job);
-		fnoid = lookup_routine(names);
-		if (OidIsValid(fnoid))
-		{
-			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
-
-			if (HeapTupleIsValid(tup))
-			{
-				Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
-
-				if (proc->pronargs == 1 && !proc->proretset &&
-					heap_attisnull(tup, Anum_pg_proc_proargmodes, NULL) &&
-					(proc->prokind == PROKIND_FUNCTION ||
-					 proc->prokind == PROKIND_PROCEDURE))
-				{
-					h->fn_oid = fnoid;
-					h->is_procedure = (proc->prokind == PROKIND_PROCEDURE);
-					fmgr_info_cxt(fnoid, &h->flinfo, handler_cxt);
-				}
-				ReleaseSysCache(tup);
-			}
-		}
 	}
 	return h;
+}
+
+/*
+ * Resolve a cache entry: find the function again by its stored
+ * (qualified) name.  A handler that no longer exists, or no longer has the
+ * right shape, leaves fn_oid invalid; a name that does not parse throws.
+ * Call inside the job's subtransaction.
+ */
+void
+jobq_handler_resolve(JobqHandler *h)
+{
+	List	   *names;
+	Oid			fnoid;
+	HeapTuple	tup;
+
+	if (h->resolved)
+		return;
+
+	names = stringToQualifiedNameList(h->name);
+	fnoid = lookup_routine(names);
+	if (OidIsValid(fnoid))
+	{
+		tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
+		if (HeapTupleIsValid(tup))
+		{
+			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+
+			if (proc->pronargs == 1 && !proc->proretset &&
+				heap_attisnull(tup, Anum_pg_proc_proargmodes, NULL) &&
+				(proc->prokind == PROKIND_FUNCTION ||
+				 proc->prokind == PROKIND_PROCEDURE))
+			{
+				fmgr_info_cxt(fnoid, &h->flinfo, handler_cxt);
+				h->fn_oid = fnoid;
+				h->is_procedure = (proc->prokind == PROKIND_PROCEDURE);
+			}
+			ReleaseSysCache(tup);
+		}
+	}
+	h->resolved = true;
 }

@@ -124,6 +124,7 @@ extern void jobq_launcher_register_latch(void);
 typedef struct JobqHandler
 {
 	char		name[264];		/* hash key: the stored job text */
+	bool		resolved;		/* looked up since the cache was last flushed */
 	Oid			fn_oid;			/* InvalidOid if it could not be resolved */
 	bool		is_procedure;
 	FmgrInfo	flinfo;
@@ -134,7 +135,8 @@ typedef struct JobqHandler
 
 extern Oid	jobq_resolve_handler(const char *job, char **canonical,
 								 bool check_execute);
-extern JobqHandler *jobq_handler_lookup(const char *job);
+extern JobqHandler *jobq_handler_get(const char *job);
+extern void jobq_handler_resolve(JobqHandler *h);
 extern void jobq_handler_cache_init(void);
 
 /* ---- reservation (reserve.c) ---- */
@@ -208,6 +210,7 @@ struct JobqRunner
 	int64		jobs_run;
 	JobqSlot   *slot;			/* NULL without shared memory */
 	volatile sig_atomic_t *stop_requested;	/* set by SIGTERM in a worker */
+	volatile sig_atomic_t *stop_is_shutdown;	/* ... sent by the postmaster */
 	bool		cancelled;		/* a job was cancelled in CALL jobq.work() */
 	void		(*on_reload) (JobqRunner *runner);	/* after SIGHUP */
 	uint64		seen_exits;

@@ -9,9 +9,12 @@
  * role that dispatched it (execute.c), never as the worker's role.
  *
  * Signals:
- *	SIGTERM	(server shutdown, pg_terminate_backend): the running job is
- *			cancelled and given back with its attempt refunded, jobs of the
- *			batch not yet started are given back, then the worker exits.
+ *	SIGTERM	the running job is cancelled, jobs of the batch not yet started
+ *			are given back, then the worker exits.  From the postmaster
+ *			(server shutdown) the cancelled attempt is refunded: the job
+ *			runs again after the restart.  From anyone else
+ *			(pg_terminate_backend) it counts as a failed attempt, so a job
+ *			that terminates its own worker cannot run forever.
  *	SIGINT	(pg_cancel_backend): cancels the running job only, which counts
  *			as a failed attempt.  Between jobs the cancel is ignored.
  *	SIGHUP	reloads the configuration.
@@ -42,13 +45,22 @@
 #include "jobq.h"
 
 static volatile sig_atomic_t got_sigterm = false;
+static volatile sig_atomic_t sigterm_from_postmaster = false;
 
+/*
+ * SIGTERM comes from the postmaster at shutdown, or from a backend
+ * (pg_terminate_backend, DROP DATABASE ... WITH (FORCE)).  The sender
+ * decides whether the interrupted job's attempt counts (see execute.c), so
+ * the handler is installed with SA_SIGINFO.
+ */
 static void
-jobq_worker_sigterm(SIGNAL_ARGS)
+jobq_worker_sigterm(int signo, siginfo_t *info, void *context)
 {
 	int			save_errno = errno;
 
 	got_sigterm = true;
+	if (info != NULL && info->si_pid == PostmasterPid)
+		sigterm_from_postmaster = true;
 	/* stop the running handler the way a cancel would */
 	if (jobq_in_handler)
 	{
@@ -76,10 +88,16 @@ jobq_worker_main(Datum main_arg)
 	JobqWorkerArgs args;
 	JobqRunner	runner;
 
+	struct sigaction act;
+
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, jobq_worker_sigterm);
+	memset(&act, 0, sizeof(act));
+	act.sa_sigaction = jobq_worker_sigterm;
+	sigemptyset(&act.sa_mask);
+	act.sa_flags = SA_SIGINFO | SA_RESTART;
+	sigaction(SIGTERM, &act, NULL);
 	BackgroundWorkerUnblockSignals();
 
 	BackgroundWorkerInitializeConnection(args.dbname, NULL, 0);
@@ -91,6 +109,7 @@ jobq_worker_main(Datum main_arg)
 	memset(&runner, 0, sizeof(runner));
 	runner.in_procedure = false;
 	runner.stop_requested = &got_sigterm;
+	runner.stop_is_shutdown = &sigterm_from_postmaster;
 	runner.on_reload = worker_reload;
 	runner.loop_cxt = AllocSetContextCreate(TopMemoryContext, "jobq worker",
 											ALLOCSET_DEFAULT_SIZES);

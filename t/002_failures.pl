@@ -73,10 +73,11 @@ like($node->safe_psql('postgres',
 is($node->safe_psql('postgres', "SELECT count(*) FROM done WHERE name = 'crash_last'"),
 	'0', 'the failed job did not complete');
 
-# pg_terminate_backend (and a server shutdown) stops the worker promptly;
-# the interrupted job is not its own fault: it runs again, even with one try
+# pg_terminate_backend stops the worker promptly and counts as a failed
+# attempt (so a job that terminates its own worker cannot run forever);
+# the launcher replaces the worker
 wait_workers($node, 2);
-$id = dispatch_sleepy('terminate', ", tries => 1, timeout => '10 min'");
+$id = dispatch_sleepy('terminate', ", tries => 2, timeout => '10 min'");
 $pid = worker_running_job($node, $id);
 let_go('terminate');
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
@@ -88,6 +89,28 @@ wait_for($node,
 	"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'jobq worker' AND pid <> $pid",
 	'the launcher replaced the terminated worker');
 ok($node->log_contains('stopped on request'), 'the worker logged why it stopped');
+
+$id = dispatch_sleepy('terminate_last', ", tries => 1, timeout => '10 min'");
+$pid = worker_running_job($node, $id);
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+wait_for($node, "SELECT count(*) = 1 FROM jobq.failed_jobs WHERE job_id = $id",
+	'a job terminated on its last try is failed');
+is($node->safe_psql('postgres', "SELECT sqlstate, exception FROM jobq.failed_jobs WHERE job_id = $id"),
+	'57P01|the worker was terminated while running the job', 'saying why');
+wait_workers($node, 2);
+
+# a server shutdown is not the job's fault: the interrupted attempt is
+# refunded and the job runs again after the restart, even with one try
+$id = dispatch_sleepy('shutdown', ", tries => 1, timeout => '10 min'");
+$pid = worker_running_job($node, $id);
+let_go('shutdown');
+$node->stop('fast');
+$node->start;
+wait_for($node, "SELECT count(*) = 1 FROM done WHERE name = 'shutdown'",
+	'a job interrupted by a fast shutdown runs after the restart');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM jobq.failed_jobs WHERE job_id = ' . $id),
+	'0', 'and was not failed');
+wait_workers($node, 2);
 
 # pg_cancel_backend cancels only the running job (a failed attempt); the
 # worker lives on and the job is retried
