@@ -187,6 +187,7 @@ jobq_resolve_handler(const char *job, char **canonical, bool check_execute)
 static HTAB *handler_cache = NULL;
 static MemoryContext handler_cxt = NULL;
 static bool handler_cache_stale = false;
+static bool callbacks_registered = false;
 
 static void
 handler_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
@@ -212,10 +213,19 @@ jobq_handler_cache_init(void)
 	handler_cache = hash_create("jobq handlers", 64, &ctl,
 								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 
-	CacheRegisterSyscacheCallback(PROCOID, handler_inval_callback, (Datum) 0);
-	CacheRegisterSyscacheCallback(NAMESPACEOID, handler_inval_callback, (Datum) 0);
-	CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, handler_inval_callback, (Datum) 0);
-	CacheRegisterSyscacheCallback(AUTHOID, handler_inval_callback, (Datum) 0);
+	/*
+	 * The cache is rebuilt after every catalog change, but the callbacks
+	 * must be registered only once per process: core has a fixed number of
+	 * slots for them and no way to unregister.
+	 */
+	if (!callbacks_registered)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, handler_inval_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, handler_inval_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, handler_inval_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, handler_inval_callback, (Datum) 0);
+		callbacks_registered = true;
+	}
 }
 
 /*

@@ -26,6 +26,7 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "jobq.h"
@@ -298,10 +299,32 @@ jobq_launcher_register_latch(void)
 }
 
 /*
- * After a transaction that dispatched jobs commits, set the latches of the
- * database's workers.  If it has no background worker, nudge the launcher,
- * which may have backed off after the workers found no jobq installed.
- * Runs after the commit is durable: must not throw.
+ * Set the latches of the database's workers.  If it has no background
+ * worker, nudge the launcher, which may have backed off after the workers
+ * found no jobq installed.
+ */
+static void
+wake_database(void)
+{
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	if (wake_database_locked(MyDatabaseId) == 0 &&
+		jobq_shared->launcher_latch != NULL)
+	{
+		jobq_shared->launcher_kicked = true;
+		SetLatch(jobq_shared->launcher_latch);
+	}
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
+ * A transaction that dispatched jobs wakes the workers once it has
+ * committed.  Not at XACT_EVENT_COMMIT, though: that event fires after the
+ * commit is visible but before the transaction's catalog invalidations are
+ * sent, so a worker woken there could see the new job yet run a stale
+ * version of a handler replaced in the same transaction.  The xact callback
+ * only tracks the outcome; the wake happens in the resource-release
+ * callback of the last commit phase, after the invalidations went out.
+ * Both run after the commit is durable: they must not throw.
  */
 static void
 wake_xact_callback(XactEvent event, void *arg)
@@ -310,18 +333,6 @@ wake_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending && jobq_shared != NULL)
-			{
-				LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
-				if (wake_database_locked(MyDatabaseId) == 0 &&
-					jobq_shared->launcher_latch != NULL)
-				{
-					jobq_shared->launcher_kicked = true;
-					SetLatch(jobq_shared->launcher_latch);
-				}
-				LWLockRelease(jobq_shared->lock);
-			}
-			wake_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -332,6 +343,17 @@ wake_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+static void
+wake_release_callback(ResourceReleasePhase phase, bool isCommit,
+					  bool isTopLevel, void *arg)
+{
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel || !wake_pending)
+		return;
+	wake_pending = false;
+	if (isCommit && jobq_shared != NULL)
+		wake_database();
 }
 
 /*
@@ -346,6 +368,7 @@ jobq_wake_at_commit(void)
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
+		RegisterResourceReleaseCallback(wake_release_callback, NULL);
 		xact_callback_registered = true;
 	}
 	wake_pending = true;

@@ -106,6 +106,32 @@ wait_for($node, 'SELECT count(*) = 1 FROM whoami', 'the role\'s job runs');
 is($node->safe_psql('postgres', 'SELECT who, superuser FROM whoami'), 'app_role|f',
 	'the job ran as the dispatching role, not as the worker\'s superuser');
 
+# workers keep running jobs across many catalog changes (each one flushes
+# their handler cache; the invalidation callbacks must not pile up)
+$node->safe_psql('postgres', q{
+TRUNCATE runs;
+CREATE PROCEDURE churn(n int) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        EXECUTE format('CREATE OR REPLACE FUNCTION churned(p jsonb) RETURNS void'
+                       ' LANGUAGE sql AS %L',
+                       'INSERT INTO runs (n) VALUES (' || i || ')');
+        PERFORM jobq.dispatch('churned');
+        COMMIT;
+        PERFORM pg_sleep(0.01);
+        WHILE EXISTS (SELECT FROM jobq.jobs) LOOP
+            PERFORM pg_sleep(0.01);
+        END LOOP;
+    END LOOP;
+END $$;
+CALL churn(150);
+});
+is($node->safe_psql('postgres', 'SELECT count(*), sum(n) FROM runs'), '150|11325',
+	'150 jobs each run the handler version current at their dispatch');
+is($node->safe_psql('postgres',
+		"SELECT string_agg(DISTINCT sqlstate || ' ' || exception, '; ') FROM jobq.failed_jobs"),
+	'', 'no job failed across catalog churn');
+
 # committed jobs survive a restart and run afterwards
 $node->safe_psql('postgres', q{
 TRUNCATE runs;
