@@ -158,3 +158,254 @@ COMMENT ON PROCEDURE jobq.work(pg_catalog.text[], pg_catalog.int4, pg_catalog.bo
 GRANT USAGE ON SCHEMA jobq TO PUBLIC;
 REVOKE ALL ON TABLE jobq.jobs, jobq.failed, jobq.handlers, jobq.failed_jobs FROM PUBLIC;
 REVOKE ALL ON PROCEDURE jobq.work(pg_catalog.text[], pg_catalog.int4, pg_catalog.bool) FROM PUBLIC;
+
+-- ==== worker pools and operations (issue 6) ====
+
+-- Worker pools of this database (Laravel's queue:work options plus
+-- Supervisor's numprocs).  While the table is empty the database has the
+-- default pool, configured by the jobq.* parameters.  NULL settings fall
+-- back to those parameters.  Changes take effect at commit, without a
+-- server restart: a trigger tells the database's pool manager.
+CREATE FUNCTION jobq.check_pool_queues(queues pg_catalog.text[])
+RETURNS pg_catalog.bool
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'jobq_check_pool_queues';
+
+CREATE TABLE jobq.pools (
+    name        pg_catalog.text PRIMARY KEY
+                CHECK (pg_catalog.octet_length(name) OPERATOR(pg_catalog.<=) 63
+                       AND name OPERATOR(pg_catalog.~) '^[^[:cntrl:]]+$'),
+    queues      pg_catalog.text[] NOT NULL
+                CHECK (jobq.check_pool_queues(queues)),
+    processes   pg_catalog.int4 NOT NULL DEFAULT 1
+                CHECK (processes OPERATOR(pg_catalog.>=) 0
+                       AND processes OPERATOR(pg_catalog.<=) 1000),
+    max_sleep   pg_catalog.interval
+                CHECK (max_sleep OPERATOR(pg_catalog.>=) '10 ms'
+                       AND max_sleep OPERATOR(pg_catalog.<=) '1 hour'),
+    timeout     pg_catalog.interval
+                CHECK (timeout OPERATOR(pg_catalog.>=) '0'
+                       AND timeout OPERATOR(pg_catalog.<=) '7 days'),
+    tries       pg_catalog.int4 CHECK (tries OPERATOR(pg_catalog.>=) 0),
+    backoff     pg_catalog.interval
+                CHECK (backoff OPERATOR(pg_catalog.>=) '0'
+                       AND backoff OPERATOR(pg_catalog.<=) '24 days'),
+    max_jobs    pg_catalog.int8 CHECK (max_jobs OPERATOR(pg_catalog.>) 0),
+    max_time    pg_catalog.interval
+                CHECK (max_time OPERATOR(pg_catalog.>=) '1 s'
+                       AND max_time OPERATOR(pg_catalog.<=) '24 days'),
+    max_memory  pg_catalog.int8                 -- MB
+                CHECK (max_memory OPERATOR(pg_catalog.>) 0)
+);
+
+COMMENT ON TABLE jobq.pools IS 'jobq: worker pools of this database';
+
+SELECT pg_catalog.pg_extension_config_dump('jobq.pools', '');
+
+CREATE FUNCTION jobq.pools_trigger()
+RETURNS trigger
+LANGUAGE C
+AS 'MODULE_PATHNAME', 'jobq_pools_trigger';
+
+CREATE TRIGGER pools_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON jobq.pools
+    FOR EACH STATEMENT EXECUTE FUNCTION jobq.pools_trigger();
+
+-- fires the trigger: the pool manager learns at commit that jobq is
+-- installed, and the default pool starts without waiting for its next look
+TRUNCATE jobq.pools;
+
+CREATE FUNCTION jobq.create_pool(
+    name       pg_catalog.text,
+    queues     pg_catalog.text[] DEFAULT '{default}',
+    processes  pg_catalog.int4 DEFAULT 1,
+    max_sleep  pg_catalog.interval DEFAULT NULL,
+    timeout    pg_catalog.interval DEFAULT NULL,
+    tries      pg_catalog.int4 DEFAULT NULL,
+    backoff    pg_catalog.interval DEFAULT NULL,
+    max_jobs   pg_catalog.int8 DEFAULT NULL,
+    max_time   pg_catalog.interval DEFAULT NULL,
+    max_memory pg_catalog.int8 DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF name IS NULL OR queues IS NULL OR processes IS NULL THEN
+        RAISE EXCEPTION 'name, queues and processes must not be null'
+            USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO jobq.pools (name, queues, processes, max_sleep, timeout, tries,
+                            backoff, max_jobs, max_time, max_memory)
+    VALUES (create_pool.name, create_pool.queues, create_pool.processes,
+            create_pool.max_sleep, create_pool.timeout, create_pool.tries,
+            create_pool.backoff, create_pool.max_jobs, create_pool.max_time,
+            create_pool.max_memory);
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'pool "%" already exists', create_pool.name
+        USING ERRCODE = '42710', HINT = 'Use jobq.alter_pool() to change it.';
+END $$;
+
+COMMENT ON FUNCTION jobq.create_pool(pg_catalog.text, pg_catalog.text[], pg_catalog.int4,
+    pg_catalog.interval, pg_catalog.interval, pg_catalog.int4, pg_catalog.interval,
+    pg_catalog.int8, pg_catalog.interval, pg_catalog.int8)
+    IS 'Create a worker pool: its processes start when the transaction commits';
+
+-- NULL arguments leave a setting as it is; reset => true first resets every
+-- optional setting to NULL (the jobq.* parameters).
+CREATE FUNCTION jobq.alter_pool(
+    name       pg_catalog.text,
+    queues     pg_catalog.text[] DEFAULT NULL,
+    processes  pg_catalog.int4 DEFAULT NULL,
+    max_sleep  pg_catalog.interval DEFAULT NULL,
+    timeout    pg_catalog.interval DEFAULT NULL,
+    tries      pg_catalog.int4 DEFAULT NULL,
+    backoff    pg_catalog.interval DEFAULT NULL,
+    max_jobs   pg_catalog.int8 DEFAULT NULL,
+    max_time   pg_catalog.interval DEFAULT NULL,
+    max_memory pg_catalog.int8 DEFAULT NULL,
+    reset      pg_catalog.bool DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p jobq.pools;
+BEGIN
+    SELECT * INTO p FROM jobq.pools WHERE pools.name = alter_pool.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pool "%" does not exist', alter_pool.name
+            USING ERRCODE = '42704', HINT = 'Create it with jobq.create_pool().';
+    END IF;
+    IF reset THEN
+        p.max_sleep := NULL; p.timeout := NULL; p.tries := NULL; p.backoff := NULL;
+        p.max_jobs := NULL; p.max_time := NULL; p.max_memory := NULL;
+    END IF;
+    UPDATE jobq.pools
+       SET queues     = coalesce(alter_pool.queues, p.queues),
+           processes  = coalesce(alter_pool.processes, p.processes),
+           max_sleep  = coalesce(alter_pool.max_sleep, p.max_sleep),
+           timeout    = coalesce(alter_pool.timeout, p.timeout),
+           tries      = coalesce(alter_pool.tries, p.tries),
+           backoff    = coalesce(alter_pool.backoff, p.backoff),
+           max_jobs   = coalesce(alter_pool.max_jobs, p.max_jobs),
+           max_time   = coalesce(alter_pool.max_time, p.max_time),
+           max_memory = coalesce(alter_pool.max_memory, p.max_memory)
+     WHERE pools.name = alter_pool.name;
+END $$;
+
+COMMENT ON FUNCTION jobq.alter_pool(pg_catalog.text, pg_catalog.text[], pg_catalog.int4,
+    pg_catalog.interval, pg_catalog.interval, pg_catalog.int4, pg_catalog.interval,
+    pg_catalog.int8, pg_catalog.interval, pg_catalog.int8, pg_catalog.bool)
+    IS 'Change a worker pool: its processes are replaced after their current job';
+
+CREATE FUNCTION jobq.drop_pool(name pg_catalog.text, if_exists pg_catalog.bool DEFAULT false)
+RETURNS pg_catalog.bool
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM jobq.pools WHERE pools.name = drop_pool.name;
+    IF NOT FOUND AND NOT if_exists THEN
+        RAISE EXCEPTION 'pool "%" does not exist', drop_pool.name
+            USING ERRCODE = '42704';
+    END IF;
+    RETURN FOUND;
+END $$;
+
+COMMENT ON FUNCTION jobq.drop_pool(pg_catalog.text, pg_catalog.bool)
+    IS 'Drop a worker pool: its processes leave after their current job';
+
+-- jobq.restart() (queue:restart): every job runner of this database
+-- finishes its current job, leaves and is replaced.
+CREATE TABLE jobq.restart_state (
+    generation   pg_catalog.int8 NOT NULL,
+    requested_at pg_catalog.timestamptz
+);
+INSERT INTO jobq.restart_state (generation, requested_at) VALUES (0, NULL);
+
+CREATE FUNCTION jobq.restart()
+RETURNS pg_catalog.int8
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_restart';
+
+COMMENT ON FUNCTION jobq.restart()
+    IS 'Replace every worker of this database after its current job (queue:restart)';
+
+CREATE FUNCTION jobq.restart_generation()
+RETURNS pg_catalog.int8
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER
+AS $$ SELECT generation FROM jobq.restart_state $$;
+
+-- Monitoring
+CREATE FUNCTION jobq.worker_status(
+    OUT pid pg_catalog.int4, OUT database pg_catalog.text, OUT pool pg_catalog.text,
+    OUT queues pg_catalog.text, OUT kind pg_catalog.text, OUT state pg_catalog.text,
+    OUT job_id pg_catalog.int8, OUT job_started_at pg_catalog.timestamptz,
+    OUT jobs_done pg_catalog.int8, OUT jobs_failed pg_catalog.int8,
+    OUT started_at pg_catalog.timestamptz)
+RETURNS SETOF record
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'jobq_worker_status';
+
+CREATE VIEW jobq.workers AS
+    SELECT pid, database, pool, queues, kind, state, job_id, job_started_at,
+           jobs_done, jobs_failed, started_at
+      FROM jobq.worker_status();
+
+COMMENT ON VIEW jobq.workers IS 'jobq: processes running jobs, in every database';
+
+CREATE FUNCTION jobq.queue_stats(
+    OUT queue pg_catalog.text, OUT done pg_catalog.int8, OUT failed pg_catalog.int8)
+RETURNS SETOF record
+LANGUAGE C VOLATILE STRICT PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'jobq_queue_stats';
+
+CREATE FUNCTION jobq.stats_available()
+RETURNS pg_catalog.bool
+LANGUAGE C VOLATILE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'jobq_stats_available';
+
+CREATE VIEW jobq.queues AS
+    WITH j AS (
+        SELECT queue,
+               pg_catalog.count(*) FILTER (WHERE reserved_by IS NULL
+                   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS ready,
+               pg_catalog.count(*) FILTER (WHERE reserved_by IS NULL
+                   AND available_at OPERATOR(pg_catalog.>) pg_catalog.now()) AS delayed,
+               pg_catalog.count(*) FILTER (WHERE reserved_by IS NOT NULL) AS reserved,
+               pg_catalog.min(available_at) FILTER (WHERE reserved_by IS NULL
+                   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()) AS oldest_ready
+          FROM jobq.jobs GROUP BY queue),
+    f AS (SELECT queue, pg_catalog.count(*) AS failed FROM jobq.failed GROUP BY queue),
+    s AS (SELECT queue, done, failed FROM jobq.queue_stats())
+    SELECT q.queue,
+           COALESCE(j.ready, 0) AS ready,
+           COALESCE(j.delayed, 0) AS delayed,
+           COALESCE(j.reserved, 0) AS reserved,
+           COALESCE(f.failed, 0) AS failed,
+           pg_catalog.now() OPERATOR(pg_catalog.-) j.oldest_ready AS oldest_ready_age,
+           CASE WHEN jobq.stats_available() THEN COALESCE(s.done, 0) END AS done_last_minute,
+           CASE WHEN jobq.stats_available() THEN COALESCE(s.failed, 0) END AS failed_last_minute
+      FROM (SELECT queue FROM j UNION SELECT queue FROM f UNION SELECT queue FROM s) q
+      LEFT JOIN j ON j.queue OPERATOR(pg_catalog.=) q.queue
+      LEFT JOIN f ON f.queue OPERATOR(pg_catalog.=) q.queue
+      LEFT JOIN s ON s.queue OPERATOR(pg_catalog.=) q.queue;
+
+COMMENT ON VIEW jobq.queues IS 'jobq: per queue, jobs waiting, delayed, running and failed, and throughput';
+
+-- Only superusers manage pools and restart workers, and see the queues of
+-- every role; anyone may see which workers run (like pg_stat_activity).
+REVOKE ALL ON TABLE jobq.pools, jobq.restart_state, jobq.queues FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobq.create_pool(pg_catalog.text, pg_catalog.text[], pg_catalog.int4,
+    pg_catalog.interval, pg_catalog.interval, pg_catalog.int4, pg_catalog.interval,
+    pg_catalog.int8, pg_catalog.interval, pg_catalog.int8) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobq.alter_pool(pg_catalog.text, pg_catalog.text[], pg_catalog.int4,
+    pg_catalog.interval, pg_catalog.interval, pg_catalog.int4, pg_catalog.interval,
+    pg_catalog.int8, pg_catalog.interval, pg_catalog.int8, pg_catalog.bool) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobq.drop_pool(pg_catalog.text, pg_catalog.bool) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobq.restart() FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobq.pools_trigger() FROM PUBLIC;
+GRANT SELECT ON jobq.workers TO PUBLIC;

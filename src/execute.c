@@ -350,7 +350,7 @@ record_failure(JobqRunner *runner, JobqJob *job, JobqError *err)
 		jobq_retry_job(job->id, job->backoff_ms, err);
 	else
 		jobq_fail_job(job->id, err);
-	jobq_slot_count(runner->slot, false);
+	jobq_slot_count(runner->slot, job->queue, false);
 }
 
 /*
@@ -426,7 +426,7 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 				err.message = psprintf("job %lld has been attempted too many times (%d of %d)",
 									   (long long) job->id, job->attempts, job->tries);
 				jobq_fail_job(job->id, &err);
-				jobq_slot_count(runner->slot, false);
+				jobq_slot_count(runner->slot, job->queue, false);
 				continue;
 			}
 
@@ -447,7 +447,7 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 			{
 				case OUTCOME_DONE:
 					done_ids[ndone++] = job->id;
-					jobq_slot_count(runner->slot, true);
+					jobq_slot_count(runner->slot, job->queue, true);
 					break;
 				case OUTCOME_ERROR:
 					if (timed_out && job->tries > 0 && job->attempts >= job->tries)

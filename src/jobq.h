@@ -38,6 +38,7 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/array.h"
 #include "utils/jsonb.h"
 
 /* SQLSTATEs of our own: class "JQ" (implementation-defined) */
@@ -72,6 +73,16 @@ typedef enum JobqSlotState
 } JobqSlotState;
 
 #define JOBQ_QUEUES_TEXT_LEN 256
+#define JOBQ_POOL_NAME_LEN		64	/* pool names: 1 to 63 bytes */
+#define JOBQ_MAX_POOLS			64	/* pools of all databases together */
+#define JOBQ_MAX_DATABASES		64	/* databases in jobq.database */
+#define JOBQ_EXIT_NOTES			64
+#define JOBQ_STAT_QUEUES		128 /* queues with per-second counters */
+#define JOBQ_STAT_SECONDS		60
+
+/* pool_idx of a slot or launcher entry that is not one of jobq.pools */
+#define JOBQ_POOL_DEFAULT		(-1)	/* the pool defined by the GUCs */
+#define JOBQ_POOL_MANAGER		(-2)	/* a database's pool manager */
 
 typedef struct JobqSlot
 {
@@ -80,7 +91,9 @@ typedef struct JobqSlot
 	Oid			dboid;
 	bool		in_session;		/* CALL jobq.work(), not a background worker */
 	int			worker_index;	/* background worker: its number, from 1 */
+	int			pool_idx;		/* background worker: jobq_shared->pools[] */
 	char		dbname[NAMEDATALEN];	/* background worker: its database */
+	char		pool[JOBQ_POOL_NAME_LEN];
 	int64		token;			/* reservation token, see reserve.c */
 	Latch	   *latch;
 	int64		current_job;	/* 0 when idle */
@@ -88,8 +101,62 @@ typedef struct JobqSlot
 	TimestampTz started_at;
 	int64		jobs_done;
 	int64		jobs_failed;
+	bool		restart_requested;	/* jobq.restart(): exit after this job */
+	bool		clean_exit;		/* leaving on purpose: replace at once */
 	char		queues[JOBQ_QUEUES_TEXT_LEN];
 } JobqSlot;
+
+/* One row of jobq.pools, published by its database's pool manager. */
+typedef struct JobqPoolConf
+{
+	bool		used;
+	char		dbname[NAMEDATALEN];
+	char		name[JOBQ_POOL_NAME_LEN];
+	char		queues[JOBQ_QUEUES_TEXT_LEN];	/* a list for jobq.queues */
+	int			processes;
+	int			max_sleep_ms;	/* -1: the GUC's value */
+	int			timeout_ms;		/* -1: the GUC's value */
+	int			tries;			/* -1: the GUC's value */
+	int			backoff_ms;		/* -1: the GUC's value */
+	int64		max_jobs;		/* recycling limits, 0 = none */
+	int64		max_time_ms;
+	int64		max_memory_kb;
+	uint64		version;		/* changes whenever the definition does */
+} JobqPoolConf;
+
+/* What the launcher knows of a database in jobq.database. */
+typedef struct JobqDbState
+{
+	bool		used;
+	char		dbname[NAMEDATALEN];
+	Oid			dboid;			/* set by the manager once connected */
+	bool		loaded;			/* the manager has read jobq.pools */
+	bool		installed;		/* jobq is installed there */
+	bool		dropping;		/* DROP DATABASE is waiting for us */
+	int			npools;
+	pid_t		manager_pid;
+	Latch	   *manager_latch;
+} JobqDbState;
+
+/* A background worker that left on purpose (restart, recycling). */
+typedef struct JobqExitNote
+{
+	char		dbname[NAMEDATALEN];
+	int			pool_idx;
+	int			index;
+	TimestampTz at;
+} JobqExitNote;
+
+/* Jobs done and failed per second, for jobq.queues. */
+typedef struct JobqQueueStat
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		queue[JOBQ_MAX_QUEUE_NAME_LEN + 1];
+	TimestampTz last_used;
+	int64		second[JOBQ_STAT_SECONDS];	/* which second each bucket holds */
+	uint32		done[JOBQ_STAT_SECONDS];
+	uint32		failed[JOBQ_STAT_SECONDS];
+} JobqQueueStat;
 
 typedef struct JobqShared
 {
@@ -98,6 +165,13 @@ typedef struct JobqShared
 	Latch	   *launcher_latch;
 	bool		launcher_kicked;	/* a backend wants workers started now */
 	pg_atomic_uint64 slot_exits;	/* bumped whenever a slot is released */
+	pg_atomic_uint64 pools_changed; /* bumped whenever pools[] changes */
+	uint64		pool_versions;	/* source of JobqPoolConf.version */
+	JobqPoolConf pools[JOBQ_MAX_POOLS];
+	JobqDbState dbs[JOBQ_MAX_DATABASES];
+	JobqExitNote exit_notes[JOBQ_EXIT_NOTES];
+	int			next_exit_note;
+	JobqQueueStat stats[JOBQ_STAT_QUEUES];
 	int			nslots;
 	JobqSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } JobqShared;
@@ -108,14 +182,20 @@ extern void jobq_shmem_init_hooks(void);
 extern bool jobq_shmem_available(void);
 extern JobqSlot *jobq_slot_acquire(bool in_session, int64 token,
 								   const char *queues, const char *dbname,
+								   int pool_idx, const char *pool,
 								   int worker_index);
-extern bool jobq_worker_is_running(const char *dbname, int worker_index);
+extern bool jobq_worker_is_running(const char *dbname, int pool_idx,
+								   int worker_index);
 extern void jobq_slot_set_token(JobqSlot *slot, int64 token);
 extern void jobq_slot_set_job(JobqSlot *slot, int64 job_id);
-extern void jobq_slot_count(JobqSlot *slot, bool done);
+extern void jobq_slot_count(JobqSlot *slot, const char *queue, bool done);
 extern void jobq_slot_release(JobqSlot *slot);
 extern uint64 jobq_slot_exit_count(void);
 extern void jobq_wake_at_commit(void);
+extern int	jobq_wake_database_locked(Oid dboid);
+extern void jobq_restart_at_commit(void);
+extern void jobq_pools_changed_at_commit(void);
+extern JobqDbState *jobq_db_state(const char *dbname);
 extern void jobq_launcher_register_latch(void);
 
 /* ---- handlers (handler.c) ---- */
@@ -212,6 +292,11 @@ struct JobqRunner
 	volatile sig_atomic_t *stop_requested;	/* set by SIGTERM in a worker */
 	volatile sig_atomic_t *stop_is_shutdown;	/* ... sent by the postmaster */
 	bool		cancelled;		/* a job was cancelled in CALL jobq.work() */
+	bool		recycle;		/* leave after the current job (restart,
+								 * pool changed, recycling limit) */
+	bool		(*should_recycle) (JobqRunner *runner); /* asked between jobs */
+	int64		restart_generation; /* without shared memory: at start */
+	TimestampTz started_at;
 	void		(*on_reload) (JobqRunner *runner);	/* after SIGHUP */
 	uint64		seen_exits;
 	TimestampTz last_recovery;
@@ -221,6 +306,8 @@ struct JobqRunner
 };
 
 extern void jobq_runner_loop(JobqRunner *runner);
+extern char *jobq_queue_list_text(List *queues, bool quote);
+extern List *jobq_queue_array_list(ArrayType *arr, bool reject_repeats);
 extern bool jobq_runner_should_stop(JobqRunner *runner);
 extern void jobq_runner_begin(JobqRunner *runner);
 extern void jobq_runner_commit(JobqRunner *runner);
@@ -232,6 +319,7 @@ extern void jobq_check_queue_name(const char *queue);
 extern volatile sig_atomic_t jobq_in_handler;
 extern PGDLLEXPORT void jobq_worker_main(Datum main_arg);
 extern PGDLLEXPORT void jobq_launcher_main(Datum main_arg);
+extern PGDLLEXPORT void jobq_pool_manager_main(Datum main_arg);
 extern void jobq_launcher_register(void);
 
 /* what the launcher passes to a worker in bgw_extra */
@@ -239,7 +327,20 @@ typedef struct JobqWorkerArgs
 {
 	char		dbname[NAMEDATALEN];
 	int			index;
+	int			pool_idx;		/* JOBQ_POOL_DEFAULT, _MANAGER or pools[] */
+	uint64		pool_version;
 } JobqWorkerArgs;
+
+/* ---- pools (pool.c) ---- */
+
+extern bool jobq_pool_load(int pool_idx, uint64 version, JobqPoolConf *conf);
+extern bool jobq_pool_is_current(const char *dbname, int pool_idx,
+								 uint64 version);
+
+/* ---- restart and monitoring (status.c) ---- */
+
+extern int64 jobq_restart_generation_read(void);
+extern void jobq_stats_count(Oid dboid, const char *queue, bool done);
 
 /* ---- dispatch (dispatch.c): argument checks shared with other entry points ---- */
 

@@ -29,12 +29,14 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/indexing.h"
+#include "catalog/pg_type.h"
 #include "catalog/pg_extension.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -223,13 +225,109 @@ recovery_due(JobqRunner *runner)
 }
 
 /*
- * Should the runner stop before its next job?
+ * Should the runner stop before its next job?  Besides being told to stop
+ * (SIGTERM, a cancelled CALL), a runner leaves to be replaced: after
+ * jobq.restart(), or when its pool changed or it reached a recycling limit
+ * (worker.c).  Leaving never interrupts a job: this is asked between jobs.
  */
 bool
 jobq_runner_should_stop(JobqRunner *runner)
 {
-	return runner->cancelled ||
+	if (!runner->recycle)
+	{
+		if (runner->slot != NULL &&
+			((volatile JobqSlot *) runner->slot)->restart_requested)
+			runner->recycle = true;
+		else if (runner->should_recycle != NULL &&
+				 runner->should_recycle(runner))
+			runner->recycle = true;
+	}
+	return runner->cancelled || runner->recycle ||
 		(runner->stop_requested != NULL && *runner->stop_requested);
+}
+
+/*
+ * Queues given as text[]: every name checked.  Repeats are dropped, or
+ * with reject_repeats are an error.  Returns a List of palloc'd strings.
+ */
+List *
+jobq_queue_array_list(ArrayType *arr, bool reject_repeats)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *result = NIL;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *q;
+		ListCell   *lc;
+		bool		dup = false;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("queue names must not be null")));
+		q = TextDatumGetCString(elems[i]);
+		jobq_check_queue_name(q);
+		foreach(lc, result)
+			if (strcmp((char *) lfirst(lc), q) == 0)
+				dup = true;
+		if (dup && reject_repeats)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("queue \"%s\" is listed twice", q),
+					 errhint("List each queue once, highest priority first.")));
+		if (!dup)
+			result = lappend(result, q);
+	}
+	if (result == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the queue list is empty")));
+	return result;
+}
+
+/*
+ * A queue list as text.  With quote, names with white space or double
+ * quotes are quoted so that jobq_parse_queue_list() reads the list back
+ * unchanged; without, the names are only joined by commas (for display:
+ * queue names cannot contain commas).
+ */
+char *
+jobq_queue_list_text(List *queues, bool quote)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, queues)
+	{
+		const char *q = (const char *) lfirst(lc);
+		bool		needs_quotes = false;
+
+		if (buf.len > 0)
+			appendStringInfoChar(&buf, ',');
+		for (const char *c = q; *c && quote; c++)
+			if (isspace((unsigned char) *c) || *c == '"')
+				needs_quotes = true;
+		if (!needs_quotes)
+		{
+			appendStringInfoString(&buf, q);
+			continue;
+		}
+		appendStringInfoChar(&buf, '"');
+		for (const char *c = q; *c; c++)
+		{
+			if (*c == '"')
+				appendStringInfoChar(&buf, '"');
+			appendStringInfoChar(&buf, *c);
+		}
+		appendStringInfoChar(&buf, '"');
+	}
+	return buf.data;
 }
 
 /*
@@ -286,6 +384,21 @@ jobq_runner_loop(JobqRunner *runner)
 			MemoryContextSwitchTo(old);
 			runner->extension_missing = true;
 			break;
+		}
+		if (runner->slot == NULL)
+		{
+			/* no shared memory to be told through: compare generations */
+			int64		generation = jobq_restart_generation_read();
+
+			if (runner->restart_generation < 0)
+				runner->restart_generation = generation;
+			else if (generation != runner->restart_generation)
+			{
+				runner->recycle = true;
+				jobq_runner_commit(runner);
+				MemoryContextSwitchTo(old);
+				break;
+			}
 		}
 		if (recovery_due(runner))
 			jobq_recover_lost(runner->token);

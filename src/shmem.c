@@ -42,6 +42,10 @@ static bool exit_callback_registered = false;
 
 /* a dispatch happened in the current transaction: wake workers at commit */
 static bool wake_pending = false;
+/* jobq.restart() was called: tell the database's workers at commit */
+static bool restart_pending = false;
+/* jobq.pools was changed: tell the database's pool manager at commit */
+static bool pools_pending = false;
 static bool xact_callback_registered = false;
 
 static Size
@@ -80,6 +84,7 @@ jobq_shmem_startup(void)
 		memset(jobq_shared, 0, jobq_shmem_size());
 		jobq_shared->lock = &(GetNamedLWLockTranche("jobq"))->lock;
 		pg_atomic_init_u64(&jobq_shared->slot_exits, 0);
+		pg_atomic_init_u64(&jobq_shared->pools_changed, 0);
 		jobq_shared->nslots = MaxBackends;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -108,8 +113,8 @@ jobq_shmem_available(void)
  * or after a process left (its reservations may need recovering).
  * Caller holds the registry lock.
  */
-static int
-wake_database_locked(Oid dboid)
+int
+jobq_wake_database_locked(Oid dboid)
 {
 	int			n = 0;
 
@@ -140,7 +145,8 @@ slot_exit_callback(int code, Datum arg)
  */
 JobqSlot *
 jobq_slot_acquire(bool in_session, int64 token, const char *queues,
-				  const char *dbname, int worker_index)
+				  const char *dbname, int pool_idx, const char *pool,
+				  int worker_index)
 {
 	JobqSlot   *slot = NULL;
 
@@ -161,7 +167,8 @@ jobq_slot_acquire(bool in_session, int64 token, const char *queues,
 
 		/* a background worker's place may be taken by one already */
 		if (!in_session && s->state != JOBQ_SLOT_FREE && !s->in_session &&
-			s->worker_index == worker_index && strcmp(s->dbname, dbname) == 0)
+			s->worker_index == worker_index && s->pool_idx == pool_idx &&
+			strcmp(s->dbname, dbname) == 0)
 		{
 			slot = NULL;
 			break;
@@ -177,6 +184,8 @@ jobq_slot_acquire(bool in_session, int64 token, const char *queues,
 		slot->dboid = MyDatabaseId;
 		slot->in_session = in_session;
 		slot->worker_index = worker_index;
+		slot->pool_idx = pool_idx;
+		strlcpy(slot->pool, pool ? pool : "", JOBQ_POOL_NAME_LEN);
 		if (dbname)
 			strlcpy(slot->dbname, dbname, NAMEDATALEN);
 		slot->token = token;
@@ -216,8 +225,12 @@ jobq_slot_set_job(JobqSlot *slot, int64 job_id)
 	LWLockRelease(jobq_shared->lock);
 }
 
+/*
+ * Count a finished attempt: in the process's slot (jobq.workers) and in the
+ * queue's per-second counters (jobq.queues).
+ */
 void
-jobq_slot_count(JobqSlot *slot, bool done)
+jobq_slot_count(JobqSlot *slot, const char *queue, bool done)
 {
 	if (slot == NULL)
 		return;
@@ -226,6 +239,7 @@ jobq_slot_count(JobqSlot *slot, bool done)
 		slot->jobs_done++;
 	else
 		slot->jobs_failed++;
+	jobq_stats_count(slot->dboid, queue, done);
 	LWLockRelease(jobq_shared->lock);
 }
 
@@ -242,9 +256,20 @@ jobq_slot_release(JobqSlot *slot)
 		return;
 	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
 	dboid = slot->dboid;
+	if (slot->clean_exit && !slot->in_session)
+	{
+		/* tell the launcher to replace this worker without delay */
+		JobqExitNote *note = &jobq_shared->exit_notes[jobq_shared->next_exit_note];
+
+		strlcpy(note->dbname, slot->dbname, NAMEDATALEN);
+		note->pool_idx = slot->pool_idx;
+		note->index = slot->worker_index;
+		note->at = GetCurrentTimestamp();
+		jobq_shared->next_exit_note = (jobq_shared->next_exit_note + 1) % JOBQ_EXIT_NOTES;
+	}
 	memset(slot, 0, sizeof(JobqSlot));
 	pg_atomic_fetch_add_u64(&jobq_shared->slot_exits, 1);
-	wake_database_locked(dboid);
+	jobq_wake_database_locked(dboid);
 	if (jobq_shared->launcher_latch)
 		SetLatch(jobq_shared->launcher_latch);
 	LWLockRelease(jobq_shared->lock);
@@ -257,7 +282,7 @@ jobq_slot_release(JobqSlot *slot)
  * (The launcher's view of its workers, which survives its own restart.)
  */
 bool
-jobq_worker_is_running(const char *dbname, int worker_index)
+jobq_worker_is_running(const char *dbname, int pool_idx, int worker_index)
 {
 	bool		found = false;
 
@@ -267,7 +292,8 @@ jobq_worker_is_running(const char *dbname, int worker_index)
 		JobqSlot   *s = &jobq_shared->slots[i];
 
 		if (s->state != JOBQ_SLOT_FREE && !s->in_session &&
-			s->worker_index == worker_index && strcmp(s->dbname, dbname) == 0)
+			s->worker_index == worker_index && s->pool_idx == pool_idx &&
+			strcmp(s->dbname, dbname) == 0)
 		{
 			found = true;
 			break;
@@ -299,6 +325,72 @@ jobq_launcher_register_latch(void)
 }
 
 /*
+ * The launcher's record of a database, created if needed; NULL if the table
+ * is full.  Caller holds the registry lock exclusively.
+ */
+JobqDbState *
+jobq_db_state(const char *dbname)
+{
+	JobqDbState *free_entry = NULL;
+
+	for (int i = 0; i < JOBQ_MAX_DATABASES; i++)
+	{
+		JobqDbState *d = &jobq_shared->dbs[i];
+
+		if (d->used && strcmp(d->dbname, dbname) == 0)
+			return d;
+		if (!d->used && free_entry == NULL)
+			free_entry = d;
+	}
+	if (free_entry)
+	{
+		memset(free_entry, 0, sizeof(JobqDbState));
+		free_entry->used = true;
+		strlcpy(free_entry->dbname, dbname, NAMEDATALEN);
+	}
+	return free_entry;
+}
+
+/*
+ * jobq.restart() committed: every job runner of this database leaves after
+ * its current job (see jobq_runner_should_stop).
+ */
+static void
+restart_database(void)
+{
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < jobq_shared->nslots; i++)
+	{
+		JobqSlot   *s = &jobq_shared->slots[i];
+
+		if (s->state != JOBQ_SLOT_FREE && s->dboid == MyDatabaseId)
+		{
+			s->restart_requested = true;
+			if (s->latch)
+				SetLatch(s->latch);
+		}
+	}
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
+ * jobq.pools changed: the database's pool manager reads it again.
+ */
+static void
+pools_changed(void)
+{
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < JOBQ_MAX_DATABASES; i++)
+	{
+		JobqDbState *d = &jobq_shared->dbs[i];
+
+		if (d->used && d->dboid == MyDatabaseId && d->manager_latch)
+			SetLatch(d->manager_latch);
+	}
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
  * Set the latches of the database's workers.  If it has no background
  * worker, nudge the launcher, which may have backed off after the workers
  * found no jobq installed.
@@ -307,7 +399,7 @@ static void
 wake_database(void)
 {
 	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
-	if (wake_database_locked(MyDatabaseId) == 0 &&
+	if (jobq_wake_database_locked(MyDatabaseId) == 0 &&
 		jobq_shared->launcher_latch != NULL)
 	{
 		jobq_shared->launcher_kicked = true;
@@ -324,7 +416,8 @@ wake_database(void)
  * version of a handler replaced in the same transaction.  The xact callback
  * only tracks the outcome; the wake happens in the resource-release
  * callback of the last commit phase, after the invalidations went out.
- * Both run after the commit is durable: they must not throw.
+ * Both run after the commit is durable: they must not throw.  jobq.restart()
+ * and changes to jobq.pools are passed on the same way.
  */
 static void
 wake_xact_callback(XactEvent event, void *arg)
@@ -339,6 +432,8 @@ wake_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction wakes nobody: max_sleep covers it */
 			wake_pending = false;
+			restart_pending = false;
+			pools_pending = false;
 			break;
 		default:
 			break;
@@ -349,11 +444,56 @@ static void
 wake_release_callback(ResourceReleasePhase phase, bool isCommit,
 					  bool isTopLevel, void *arg)
 {
-	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel || !wake_pending)
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
 		return;
-	wake_pending = false;
 	if (isCommit && jobq_shared != NULL)
-		wake_database();
+	{
+		if (restart_pending)
+			restart_database();
+		if (pools_pending)
+			pools_changed();
+		if (wake_pending)
+			wake_database();
+	}
+	wake_pending = false;
+	restart_pending = false;
+	pools_pending = false;
+}
+
+static void
+register_callbacks(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		RegisterResourceReleaseCallback(wake_release_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/*
+ * Called by jobq.restart(): tell the database's workers once this
+ * transaction commits.
+ */
+void
+jobq_restart_at_commit(void)
+{
+	if (jobq_shared == NULL)
+		return;
+	register_callbacks();
+	restart_pending = true;
+}
+
+/*
+ * Called by the trigger on jobq.pools.
+ */
+void
+jobq_pools_changed_at_commit(void)
+{
+	if (jobq_shared == NULL)
+		return;
+	register_callbacks();
+	pools_pending = true;
 }
 
 /*
@@ -365,11 +505,6 @@ jobq_wake_at_commit(void)
 {
 	if (jobq_shared == NULL)
 		return;
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		RegisterResourceReleaseCallback(wake_release_callback, NULL);
-		xact_callback_registered = true;
-	}
+	register_callbacks();
 	wake_pending = true;
 }

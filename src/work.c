@@ -32,40 +32,6 @@
 
 PG_FUNCTION_INFO_V1(jobq_work);
 
-/* queues given as text[] */
-static List *
-queues_from_array(ArrayType *arr)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	StringInfoData buf;
-
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
-	initStringInfo(&buf);
-	for (int i = 0; i < n; i++)
-	{
-		char	   *q;
-
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("queue names must not be null")));
-		q = TextDatumGetCString(elems[i]);
-		jobq_check_queue_name(q);
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		/* quote so that the list parser keeps the name as it is */
-		appendStringInfoString(&buf, quote_identifier(q));
-	}
-	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the queue list is empty")));
-	return jobq_parse_queue_list(buf.data);
-}
-
 /*
  * CALL jobq.work(queues text[] DEFAULT NULL, max_jobs int DEFAULT NULL,
  *				  stop_when_empty boolean DEFAULT false)
@@ -108,16 +74,19 @@ jobq_work(PG_FUNCTION_ARGS)
 											 ALLOCSET_DEFAULT_SIZES);
 	runner.queues = PG_ARGISNULL(0) ?
 		jobq_parse_queue_list(jobq_queues) :
-		queues_from_array(PG_GETARG_ARRAYTYPE_P(0));
+		jobq_queue_array_list(PG_GETARG_ARRAYTYPE_P(0), false);
 	runner.batch_size = jobq_batch_size;
 	runner.max_jobs = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
 	runner.stop_when_empty = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
+	runner.restart_generation = -1;
 	MemoryContextSwitchTo(old);
 
 	SPI_connect_ext(SPI_OPT_NONATOMIC);
 
 	runner.token = jobq_token_new();
-	runner.slot = jobq_slot_acquire(true, runner.token, jobq_queues, NULL, 0);
+	runner.slot = jobq_slot_acquire(true, runner.token,
+									jobq_queue_list_text(runner.queues, false),
+									NULL, JOBQ_POOL_DEFAULT, NULL, 0);
 
 	PG_TRY();
 	{

@@ -19,8 +19,13 @@
  *			as a failed attempt.  Between jobs the cancel is ignored.
  *	SIGHUP	reloads the configuration.
  *
- * If jobq is not installed in the database the worker exits at once; the
- * launcher tries again later, or at once when a dispatch commits there.
+ * A worker belongs to a pool: the default pool (the jobq.* parameters) or
+ * one of jobq.pools, whose settings it applies as overrides of those
+ * parameters.  Between jobs it leaves, to be replaced at once by the
+ * launcher, after jobq.restart(), when its pool's definition changed, or
+ * when it reached one of its pool's recycling limits (max_jobs, max_time,
+ * max_memory).  Leaving that way never interrupts a job.
+
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -39,13 +44,21 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "jobq.h"
 
 static volatile sig_atomic_t got_sigterm = false;
 static volatile sig_atomic_t sigterm_from_postmaster = false;
+
+/* what this worker was started for */
+static JobqWorkerArgs args;
+static JobqPoolConf pool;		/* args.pool_idx >= 0: its definition */
+static const char *recycle_reason = NULL;
+static uint64 seen_pool_changes = 0;
 
 /*
  * SIGTERM comes from the postmaster at shutdown, or from a backend
@@ -71,6 +84,68 @@ jobq_worker_sigterm(int signo, siginfo_t *info, void *context)
 	errno = save_errno;
 }
 
+/*
+ * Between jobs: should this worker leave to be replaced?  When its pool was
+ * changed or dropped (or, in the default pool, pools were created), or it
+ * reached one of its pool's recycling limits.  The pool check costs one
+ * atomic read unless some pool changed; memory is measured every 16 jobs.
+ */
+static bool
+worker_should_recycle(JobqRunner *runner)
+{
+	static int	calls = 0;
+	uint64		changes = pg_atomic_read_u64(&jobq_shared->pools_changed);
+
+	if (changes != seen_pool_changes)
+	{
+		seen_pool_changes = changes;
+		if (!jobq_pool_is_current(args.dbname, args.pool_idx, args.pool_version))
+		{
+			recycle_reason = "its pool was changed";
+			return true;
+		}
+	}
+	if (pool.max_time_ms > 0 &&
+		TimestampDifferenceExceeds(runner->started_at, GetCurrentTimestamp(),
+								   (int) Min(pool.max_time_ms, INT_MAX)))
+	{
+		recycle_reason = "it reached its pool's max_time";
+		return true;
+	}
+	if (pool.max_memory_kb > 0 && ++calls % 16 == 0 &&
+		MemoryContextMemAllocated(TopMemoryContext, true) / 1024 > pool.max_memory_kb)
+	{
+		recycle_reason = "it reached its pool's max_memory";
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A pool worker takes its pool's settings as overrides of jobq's
+ * parameters, so that the rest of the code (and a reload) sees them.
+ */
+static void
+apply_pool_settings(void)
+{
+	char		buf[32];
+
+	SetConfigOption("jobq.queues", pool.queues, PGC_POSTMASTER, PGC_S_OVERRIDE);
+#define OVERRIDE_INT(guc, value) \
+	do { \
+		if ((value) >= 0) \
+		{ \
+			snprintf(buf, sizeof(buf), "%d", (value)); \
+			SetConfigOption(guc, buf, PGC_POSTMASTER, PGC_S_OVERRIDE); \
+		} \
+	} while (0)
+	OVERRIDE_INT("jobq.max_sleep", pool.max_sleep_ms);
+	OVERRIDE_INT("jobq.timeout", pool.timeout_ms);
+	OVERRIDE_INT("jobq.tries", pool.tries);
+	OVERRIDE_INT("jobq.backoff", pool.backoff_ms);
+#undef OVERRIDE_INT
+}
+
 /* after SIGHUP: pick up changed queues and batch size */
 static void
 worker_reload(JobqRunner *runner)
@@ -85,12 +160,12 @@ worker_reload(JobqRunner *runner)
 void
 jobq_worker_main(Datum main_arg)
 {
-	JobqWorkerArgs args;
 	JobqRunner	runner;
 
 	struct sigaction act;
 
 	memcpy(&args, MyBgworkerEntry->bgw_extra, sizeof(args));
+
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	memset(&act, 0, sizeof(act));
@@ -103,6 +178,22 @@ jobq_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(args.dbname, NULL, 0);
 	pgstat_report_appname("jobq worker");
 
+	/* the pool's definition as the launcher saw it, or leave */
+	memset(&pool, 0, sizeof(pool));
+	seen_pool_changes = pg_atomic_read_u64(&jobq_shared->pools_changed);
+	if (args.pool_idx >= 0)
+	{
+		if (!jobq_pool_load(args.pool_idx, args.pool_version, &pool))
+		{
+			elog(DEBUG1, "jobq worker %d of database \"%s\": its pool changed before it started",
+				 args.index, args.dbname);
+			proc_exit(0);
+		}
+		apply_pool_settings();
+	}
+	else
+		strlcpy(pool.name, "default", JOBQ_POOL_NAME_LEN);
+
 	/* cancels are for running jobs only (see run_one) */
 	HOLD_CANCEL_INTERRUPTS();
 
@@ -111,6 +202,9 @@ jobq_worker_main(Datum main_arg)
 	runner.stop_requested = &got_sigterm;
 	runner.stop_is_shutdown = &sigterm_from_postmaster;
 	runner.on_reload = worker_reload;
+	runner.should_recycle = worker_should_recycle;
+	runner.started_at = GetCurrentTimestamp();
+	runner.max_jobs = pool.max_jobs;
 	runner.loop_cxt = AllocSetContextCreate(TopMemoryContext, "jobq worker",
 											ALLOCSET_DEFAULT_SIZES);
 	runner.batch_cxt = AllocSetContextCreate(runner.loop_cxt, "jobq batch",
@@ -118,8 +212,10 @@ jobq_worker_main(Datum main_arg)
 	worker_reload(&runner);
 
 	runner.token = jobq_token_new();
-	runner.slot = jobq_slot_acquire(false, runner.token, jobq_queues,
-									args.dbname, args.index);
+	runner.slot = jobq_slot_acquire(false, runner.token,
+									jobq_queue_list_text(runner.queues, false),
+									args.dbname, args.pool_idx, pool.name,
+									args.index);
 	if (runner.slot == NULL)
 	{
 		/* another worker already has this place (launcher restarted) */
@@ -184,5 +280,17 @@ jobq_worker_main(Datum main_arg)
 		ereport(LOG,
 				(errmsg("jobq worker %d of database \"%s\" stopped on request",
 						args.index, args.dbname)));
+	else if (runner.recycle || (runner.max_jobs > 0 && runner.jobs_run >= runner.max_jobs))
+	{
+		/* the launcher replaces it at once */
+		runner.slot->clean_exit = true;
+		if (runner.slot->restart_requested)
+			recycle_reason = "jobq.restart() was called";
+		else if (recycle_reason == NULL)
+			recycle_reason = "it reached its pool's max_jobs";
+		ereport(LOG,
+				(errmsg("jobq worker %d of pool \"%s\" in database \"%s\" leaves to be replaced: %s",
+						args.index, pool.name, args.dbname, recycle_reason)));
+	}
 	proc_exit(0);
 }
