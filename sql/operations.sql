@@ -35,11 +35,11 @@ SELECT jobq.dispatch('app.record', '{"n": 9}', queue => 'ops_mail') > 0 AS ok;
 SELECT jobq.dispatch('app.boom', queue => 'ops_mail', tries => 1) > 0 AS ok;
 SELECT queue, ready, delayed, reserved, failed, oldest_ready_age >= '0' AS has_age,
        done_last_minute, failed_last_minute
-  FROM jobq.queues ORDER BY queue;
+  FROM jobq.queues WHERE queue LIKE 'ops%' ORDER BY queue;
 CALL jobq.work(queues => '{ops_main,ops_mail}', stop_when_empty => true);
 SELECT queue, ready, delayed, reserved, failed, oldest_ready_age,
        done_last_minute, failed_last_minute
-  FROM jobq.queues ORDER BY queue;
+  FROM jobq.queues WHERE queue LIKE 'ops%' ORDER BY queue;
 
 -- pools
 SELECT jobq.create_pool('web', '{high,default}', processes => 2, timeout => '30 s');

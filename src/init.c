@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * init.c
- *		Module load: configuration parameters, shared memory hooks and the
- *		launcher's registration.
+ *		Module load: configuration parameters, shared memory and utility
+ *		hooks, and the launcher's registration.
  *
  * Without shared_preload_libraries the module still loads (jobq.dispatch
  * and CALL jobq.work() work in any session); only the background workers
@@ -148,6 +148,7 @@ _PG_init(void)
 		return;
 
 	jobq_shmem_init_hooks();
+	jobq_utility_init_hooks();
 
 	/* never run jobs while pg_upgrade drives the server */
 	if (!IsBinaryUpgrade)

@@ -337,6 +337,10 @@ extern bool jobq_pool_load(int pool_idx, uint64 version, JobqPoolConf *conf);
 extern bool jobq_pool_is_current(const char *dbname, int pool_idx,
 								 uint64 version);
 
+/* ---- DROP DATABASE and DROP EXTENSION (utility.c) ---- */
+
+extern void jobq_utility_init_hooks(void);
+
 /* ---- restart and monitoring (status.c) ---- */
 
 extern int64 jobq_restart_generation_read(void);

@@ -217,8 +217,10 @@ read_wanted_workers(void)
 			too_many_databases_logged = true;
 			continue;
 		}
+		if (d->dropping)
+			continue;
 		want(db, JOBQ_POOL_MANAGER, 0, 0);
-		if (!d->loaded || !d->installed || d->dropping)
+		if (!d->loaded || !d->installed)
 			continue;
 		if (d->npools == 0)
 		{

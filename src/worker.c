@@ -192,7 +192,12 @@ jobq_worker_main(Datum main_arg)
 		apply_pool_settings();
 	}
 	else
+	{
+		/* pools may have been created since the launcher decided */
+		if (!jobq_pool_is_current(args.dbname, args.pool_idx, 0))
+			proc_exit(0);
 		strlcpy(pool.name, "default", JOBQ_POOL_NAME_LEN);
+	}
 
 	/* cancels are for running jobs only (see run_one) */
 	HOLD_CANCEL_INTERRUPTS();

@@ -140,13 +140,44 @@ SELECT jobq.dispatch('record', jsonb_build_object('n', g)) FROM generate_series(
 });
 wait_for($node, 'SELECT count(*) = 12 FROM runs', 'the recycled pool runs every job');
 cmp_ok($node->safe_psql('postgres', 'SELECT count(DISTINCT pid) FROM runs'), '>=', 4,
-	'its process was replaced every 3 jobs');
+	'its process was replaced every 3 jobs')
+  or diag($node->safe_psql('postgres',
+	'SELECT pid, count(*) FROM runs GROUP BY pid; SELECT * FROM jobq.workers; SELECT * FROM jobq.pools'));
 is($node->safe_psql('postgres', 'SELECT count(*) FROM jobq.failed'), '0', 'no job failed');
 
 # dropping the last pool brings the default pool back
 $node->safe_psql('postgres', q{SELECT jobq.drop_pool('recycled')});
 wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE pool = 'default'},
 	'without pools the default pool runs again');
+
+# ---- DROP EXTENSION and DROP DATABASE of a served database ----
+$node->safe_psql('postgres', q{
+CREATE DATABASE other;
+ALTER SYSTEM SET jobq.database = 'postgres, other';
+SELECT pg_reload_conf();
+});
+$node->safe_psql('other', 'CREATE EXTENSION jobq');
+wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE database = 'other'},
+	'a database added to jobq.database gets its workers');
+$node->safe_psql('other', 'DROP EXTENSION jobq');
+wait_for($node, q{SELECT count(*) = 0 FROM pg_stat_activity
+    WHERE datname = 'other' AND backend_type = 'jobq worker'},
+	'DROP EXTENSION completes and the workers leave');
+$node->safe_psql('other', 'CREATE EXTENSION jobq');
+wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE database = 'other'},
+	'CREATE EXTENSION brings them back');
+$node->safe_psql('other', q{
+CREATE FUNCTION stuck(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(300) $$;
+SELECT jobq.dispatch('stuck', timeout => '10 min');
+});
+wait_for($node, q{SELECT count(*) = 1 FROM jobq.workers WHERE database = 'other' AND state = 'busy'},
+	'a job runs in the database to drop');
+my ($ret, $stdout, $stderr) = $node->psql('postgres', 'DROP DATABASE other');
+is($ret, 0, 'DROP DATABASE of a served database with a running job succeeds')
+  or diag($stderr);
+wait_for($node, q{SELECT count(*) = 0 FROM jobq.workers WHERE database = 'other'},
+	'no worker of the dropped database is left');
+$node->safe_psql('postgres', q{ALTER SYSTEM RESET jobq.database; SELECT pg_reload_conf()});
 $node->stop;
 
 # ---- CALL jobq.work() without shared_preload_libraries ----
