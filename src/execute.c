@@ -414,6 +414,15 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 			{
 				jobq_unreserve(runner->token, &jobs[i + 1], njobs - i - 1, true);
 				njobs = i + 1;
+				/* ... now, not when the slow job's transaction commits */
+				jobq_complete_jobs(runner->token, done_ids, ndone);
+				ndone = 0;
+				jobq_runner_commit(runner);
+				jobq_runner_begin(runner);
+				relock_jobs(runner->token, jobs, i, njobs);
+				txn_start = GetCurrentTimestamp();
+				if (job->finished)
+					continue;
 			}
 
 			job->finished = true;

@@ -210,7 +210,7 @@ read_wanted_workers(void)
 		if (d == NULL)
 		{
 			if (!too_many_databases_logged)
-				ereport(WARNING,
+				ereport(LOG,
 						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 						 errmsg("jobq: more than %d databases in jobq.database; \"%s\" is not served",
 								JOBQ_MAX_DATABASES, db)));
@@ -390,7 +390,7 @@ start_worker(WorkerEntry *e, TimestampTz now)
 		e->handle = NULL;
 		e->next_start = TimestampTzPlusMilliseconds(now, 5000);
 		if (!out_of_slots_logged)
-			ereport(WARNING,
+			ereport(LOG,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("jobq: out of background worker slots, cannot start %s for database \"%s\"",
 							e->pool_idx == JOBQ_POOL_MANAGER ? "the pool manager" : "a worker",

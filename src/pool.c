@@ -205,7 +205,7 @@ read_pools(JobqPoolConf *rows, int max)
 			if (n >= max)
 			{
 				if (!too_many_pools_logged)
-					ereport(WARNING,
+					ereport(LOG,
 							(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 							 errmsg("jobq: database \"%s\" has more than %d pools; the others are ignored",
 									manager_args.dbname, max)));
@@ -326,7 +326,7 @@ publish_pools(JobqPoolConf *rows, int n)
 	LWLockRelease(jobq_shared->lock);
 
 	if (published < Max(n, 0))
-		ereport(WARNING,
+		ereport(LOG,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("jobq: only %d of the %d pools of database \"%s\" can run",
 						published, n, manager_args.dbname),

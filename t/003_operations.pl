@@ -44,17 +44,17 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM jobq.workers w
 	'4', 'each of them is a live jobq worker');
 
 # ---- jobq.restart() with 4 busy workers ----
-# one gated job at a time, so that each lands on its own worker
-for my $n (1 .. 4)
-{
-	$node->safe_psql('postgres',
-		"SELECT jobq.dispatch('gated', jsonb_build_object('n', $n), timeout => '10 min')");
-	wait_for($node, qq{SELECT count(*) = $n FROM jobq.workers WHERE state = 'busy'
-	    AND job_id IS NOT NULL AND job_started_at IS NOT NULL},
-		"$n workers busy, each with its job shown");
-}
-$node->safe_psql('postgres',
-	"SELECT jobq.dispatch('record', jsonb_build_object('n', g)) FROM generate_series(5, 24) g");
+# dispatched together: a worker hands the rest of its batch back before it
+# starts a slow job, so each gated job lands on its own worker
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT jobq.dispatch('gated', jsonb_build_object('n', g), timeout => '10 min') FROM generate_series(1, 4) g;
+SELECT jobq.dispatch('record', jsonb_build_object('n', g)) FROM generate_series(5, 24) g;
+COMMIT;
+});
+wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE state = 'busy'
+    AND job_id IS NOT NULL AND job_started_at IS NOT NULL},
+	'the 4 workers are busy, each with its job shown');
 my $old = $node->safe_psql('postgres', q{SELECT string_agg(pid::text, ',') FROM jobq.workers});
 is($node->safe_psql('postgres', 'SELECT jobq.restart()'), '1',
 	'jobq.restart() returns the new generation');
