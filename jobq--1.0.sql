@@ -195,7 +195,8 @@ CREATE TABLE jobq.pools (
                 CHECK (max_time OPERATOR(pg_catalog.>=) '1 s'
                        AND max_time OPERATOR(pg_catalog.<=) '24 days'),
     max_memory  pg_catalog.int8                 -- MB
-                CHECK (max_memory OPERATOR(pg_catalog.>) 0)
+                CHECK (max_memory OPERATOR(pg_catalog.>) 0
+                       AND max_memory OPERATOR(pg_catalog.<=) 1048576)
 );
 
 COMMENT ON TABLE jobq.pools IS 'jobq: worker pools of this database';

@@ -8,8 +8,11 @@
  *	dispatch.c	jobq.dispatch() validates the call, resolves the handler
  *				(handler.c) and inserts a row into jobq.jobs; at commit the
  *				workers of the database are woken (shmem.c).
- *	worker.c	a background worker, started and supervised by launcher.c,
- *				connects to the database and runs the loop in runner.c.
+ *	worker.c	a background worker, started and supervised by launcher.c
+ *				as one process of a pool (pool.c: jobq.pools, read by each
+ *				database's pool manager), connects to the database and runs
+ *				the loop in runner.c until told to stop or to be replaced
+ *				(jobq.restart(), pool changes, recycling limits).
  *	work.c		CALL jobq.work() runs the same loop in a client session.
  *	runner.c	the loop: recover jobs of dead workers, reserve a batch,
  *				execute it, sleep until the next job is due.
@@ -19,6 +22,9 @@
  *	execute.c	the execution transaction: each job runs in a
  *				subtransaction as its owner, under its timeout; completion,
  *				retry or move to the failed store commit with its effects.
+ *	status.c	jobq.restart(), and the jobq.workers / jobq.queues views over
+ *				shared memory (shmem.c).
+ *	utility.c	workers make way for DROP DATABASE and DROP EXTENSION.
  *
  * Copyright (c) 2026, jobq developers
  *

@@ -194,13 +194,23 @@ read_wanted_workers(void)
 	}
 
 	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
-	/* forget databases no longer listed */
+	/* forget databases no longer listed, and their pools */
 	for (int i = 0; i < JOBQ_MAX_DATABASES; i++)
 	{
 		JobqDbState *d = &jobq_shared->dbs[i];
 
 		if (d->used && !database_listed(d->dbname))
 			d->used = false;
+	}
+	for (int p = 0; p < JOBQ_MAX_POOLS; p++)
+	{
+		JobqPoolConf *pc = &jobq_shared->pools[p];
+
+		if (pc->used && !database_listed(pc->dbname))
+		{
+			pc->used = false;
+			pg_atomic_fetch_add_u64(&jobq_shared->pools_changed, 1);
+		}
 	}
 	foreach(lc, databases)
 	{

@@ -47,6 +47,9 @@ PG_FUNCTION_INFO_V1(jobq_worker_status);
 PG_FUNCTION_INFO_V1(jobq_queue_stats);
 PG_FUNCTION_INFO_V1(jobq_stats_available);
 
+/* index of the counters this process updated last */
+static int	last_stat = -1;
+
 /*
  * jobq.restart() RETURNS int8: the new generation.
  */
@@ -119,7 +122,11 @@ jobq_stats_count(Oid dboid, const char *queue, bool done)
 
 	if (queue == NULL)
 		return;
-	for (int i = 0; i < JOBQ_STAT_QUEUES; i++)
+	/* most jobs of a process are of the queue its last job was of */
+	if (last_stat >= 0 && jobq_shared->stats[last_stat].dboid == dboid &&
+		strcmp(jobq_shared->stats[last_stat].queue, queue) == 0)
+		st = &jobq_shared->stats[last_stat];
+	for (int i = 0; i < JOBQ_STAT_QUEUES && st == NULL; i++)
 	{
 		JobqQueueStat *s = &jobq_shared->stats[i];
 
@@ -139,6 +146,7 @@ jobq_stats_count(Oid dboid, const char *queue, bool done)
 		st->dboid = dboid;
 		strlcpy(st->queue, queue, sizeof(st->queue));
 	}
+	last_stat = st - jobq_shared->stats;
 	st->last_used = now;
 	b = (int) (second % JOBQ_STAT_SECONDS);
 	if (st->second[b] != second)
