@@ -131,7 +131,7 @@ wait_for($node, 'SELECT count(*) = 1 FROM runs', 'the pool runs jobs after the c
 # recycling: a pool whose processes leave after 3 jobs
 $node->safe_psql('postgres', q{
 SELECT jobq.drop_pool('main');
-SELECT jobq.create_pool('recycled', processes => 1, max_jobs => 3);
+SELECT jobq.create_pool('recycled', processes => 1, max_jobs => 3, timeout => '1 s', tries => 1);
 });
 wait_for($node, q{SELECT count(*) = 1 FROM jobq.workers WHERE pool = 'recycled'}, 'the new pool runs');
 $node->safe_psql('postgres', q{
@@ -144,6 +144,15 @@ cmp_ok($node->safe_psql('postgres', 'SELECT count(DISTINCT pid) FROM runs'), '>=
   or diag($node->safe_psql('postgres',
 	'SELECT pid, count(*) FROM runs GROUP BY pid; SELECT * FROM jobq.workers; SELECT * FROM jobq.pools'));
 is($node->safe_psql('postgres', 'SELECT count(*) FROM jobq.failed'), '0', 'no job failed');
+
+# the pool's timeout applies to jobs that set none
+$node->safe_psql('postgres', q{
+CREATE FUNCTION nap(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(60) $$;
+SELECT jobq.dispatch('nap');
+});
+wait_for($node, 'SELECT count(*) = 1 FROM jobq.failed', 'a job over the pool\'s timeout fails');
+is($node->safe_psql('postgres', 'SELECT exception FROM jobq.failed'), 'job timed out after 1000 ms',
+	'after the pool\'s timeout');
 
 # dropping the last pool brings the default pool back
 $node->safe_psql('postgres', q{SELECT jobq.drop_pool('recycled')});

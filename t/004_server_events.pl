@@ -54,6 +54,20 @@ is($count, 1, 'running out of worker slots is logged once, not on every retry');
 like($log, qr/HINT:\s+Raise max_worker_processes \(now 4\)/, 'with a hint');
 is($small->safe_psql('postgres', q{SELECT count(*) FROM jobq.workers}), '1',
 	'the worker that fits runs');
+
+# a smart shutdown does not wait for a long job
+$small->safe_psql('postgres', q{
+CREATE FUNCTION nap(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(600) $$;
+SELECT jobq.dispatch('nap', timeout => '20 min');
+});
+wait_for($small, q{SELECT count(*) = 1 FROM jobq.workers WHERE state = 'busy'}, 'a long job runs');
+$small->stop('smart');
+ok(1, 'a smart shutdown stops the busy worker (pg_ctl did not time out)');
+$small->start;
+wait_for($small, q{SELECT count(*) = 1 FROM jobq.workers WHERE state = 'busy'},
+	'the job runs again after the restart');
+is($small->safe_psql('postgres', q{SELECT attempts FROM jobq.jobs}), '1',
+	'as its first attempt: the interrupted one was refunded');
 $small->stop;
 
 done_testing();
