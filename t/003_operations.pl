@@ -10,6 +10,16 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JobqTest;
+use IPC::Run;
+
+# CALL jobq.work() in a session of its own; returns the harness
+sub start_work
+{
+	my ($node, $out, $err) = @_;
+	return IPC::Run::start(
+		[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', 'CALL jobq.work()' ],
+		'>', $out, '2>', $err, IPC::Run::timeout(120));
+}
 
 my $node = jobq_node('operations', "jobq.workers = 4\n");
 
@@ -46,15 +56,14 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM jobq.workers w
 # ---- jobq.restart() with 4 busy workers ----
 # dispatched together: a worker hands the rest of its batch back before it
 # starts a slow job, so each gated job lands on its own worker
-$node->safe_psql('postgres', q{
-BEGIN;
-SELECT jobq.dispatch('gated', jsonb_build_object('n', g), timeout => '10 min') FROM generate_series(1, 4) g;
-SELECT jobq.dispatch('record', jsonb_build_object('n', g)) FROM generate_series(5, 24) g;
-COMMIT;
-});
+$node->safe_psql('postgres',
+	"SELECT jobq.dispatch('gated', jsonb_build_object('n', g), timeout => '10 min') FROM generate_series(1, 4) g");
 wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE state = 'busy'
     AND job_id IS NOT NULL AND job_started_at IS NOT NULL},
 	'the 4 workers are busy, each with its job shown');
+# these wait: every worker is busy
+$node->safe_psql('postgres',
+	"SELECT jobq.dispatch('record', jsonb_build_object('n', g)) FROM generate_series(5, 24) g");
 my $old = $node->safe_psql('postgres', q{SELECT string_agg(pid::text, ',') FROM jobq.workers});
 is($node->safe_psql('postgres', 'SELECT jobq.restart()'), '1',
 	'jobq.restart() returns the new generation');
@@ -78,6 +87,14 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM runs WHERE n > 4 AND pid I
 is($node->safe_psql('postgres', 'SELECT count(*) FROM jobq.failed'), '0', 'no job failed');
 ok($node->log_contains('leaves to be replaced: jobq.restart\(\) was called'),
 	'the workers logged why they left');
+
+# a session inside CALL jobq.work() returns after jobq.restart()
+my ($wout, $werr) = ('', '');
+my $work = start_work($node, \$wout, \$werr);
+wait_for($node, q{SELECT count(*) = 1 FROM jobq.workers WHERE kind = 'session' AND pool IS NULL},
+	'jobq.workers shows a session in CALL jobq.work()');
+$node->safe_psql('postgres', 'SELECT jobq.restart()');
+ok($work->finish, 'CALL jobq.work() returns after jobq.restart()') or diag($werr);
 
 # a handler replaced after the restart: jobs dispatched afterwards see it
 $node->safe_psql('postgres', q{
@@ -205,8 +222,16 @@ is($plain->safe_psql('postgres', 'SELECT count(*), count(DISTINCT n) FROM runs')
 	'without preloading, CALL jobq.work(stop_when_empty => true) drains the queue and returns');
 is($plain->safe_psql('postgres', q{SELECT count(*) FROM jobq.workers}), '0',
 	'jobq.workers is empty without shared memory');
-is($plain->safe_psql('postgres', q{SELECT jobq.restart(), done_last_minute IS NULL FROM jobq.queues}), '',
-	'jobq.restart() works; jobq.queues has no queue left');
+($wout, $werr) = ('', '');
+$work = start_work($plain, \$wout, \$werr);
+wait_for($plain, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'CALL jobq.work()'},
+	'a session runs CALL jobq.work() without shared memory');
+$plain->safe_psql('postgres', 'SELECT jobq.restart()');
+ok($work->finish, 'it returns after jobq.restart(), noticed through jobq.restart_state')
+  or diag($werr);
+$plain->safe_psql('postgres', q{SELECT jobq.dispatch('record', '{"n": 100}')});
+is($plain->safe_psql('postgres', q{SELECT ready, done_last_minute IS NULL FROM jobq.queues}), '1|t',
+	'jobq.queues counts jobs; the per-minute counters need shared memory');
 $plain->stop;
 
 done_testing();
