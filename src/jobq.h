@@ -138,7 +138,7 @@ typedef struct JobqDbState
 	Oid			dboid;			/* set by the manager once connected */
 	bool		loaded;			/* the manager has read jobq.pools */
 	bool		installed;		/* jobq is installed there */
-	bool		dropping;		/* DROP DATABASE is waiting for us */
+	bool		paused;			/* a command needs it free of connections */
 	int			npools;
 	pid_t		manager_pid;
 	Latch	   *manager_latch;

@@ -227,7 +227,7 @@ read_wanted_workers(void)
 			too_many_databases_logged = true;
 			continue;
 		}
-		if (d->dropping)
+		if (d->paused)
 			continue;
 		want(db, JOBQ_POOL_MANAGER, 0, 0);
 		if (!d->loaded || !d->installed)
@@ -266,7 +266,7 @@ read_wanted_workers(void)
 		else if (e->pool_idx == JOBQ_POOL_DEFAULT)
 		{
 			d = jobq_db_state(e->dbname);
-			e->terminate = (d != NULL && d->npools == 0 && !d->dropping);
+			e->terminate = (d != NULL && d->npools == 0 && !d->paused);
 		}
 	}
 	LWLockRelease(jobq_shared->lock);

@@ -1,21 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * utility.c
- *		Utility commands that the workers must make way for: DROP DATABASE
- *		and DROP EXTENSION jobq.
+ *		Utility commands that the workers must make way for.
  *
- * DROP DATABASE refuses to drop a database that other processes are
- * connected to, after waiting five seconds for them to leave; only
- * autovacuum workers are asked to.  So, before a DROP DATABASE of a
- * database that jobq serves runs, the database is marked as being dropped
- * in shared memory (the launcher then starts nothing there) and its pool
- * manager and background workers are sent SIGTERM: a running job is
- * cancelled and its worker exits at once.  When the command ends, whether
- * it dropped the database or failed (other sessions still connected), the
- * mark is removed; after a failure the launcher starts the workers again,
- * and the cancelled jobs run again after their backoff (the attempt counts,
- * as with pg_terminate_backend).  DROP DATABASE ... WITH (FORCE) behaves
- * the same, and terminates the other sessions too.
+ * Some commands refuse to run while other processes are connected to a
+ * database, after waiting five seconds for them to leave (only autovacuum
+ * workers are asked to): DROP DATABASE, CREATE DATABASE using it as the
+ * template, ALTER DATABASE RENAME and ALTER DATABASE SET TABLESPACE.
+ * Before such a command runs on a database that jobq serves, the database
+ * is paused in shared memory (the launcher starts nothing there) and its
+ * pool manager leaves; then
+ *
+ *	- for DROP DATABASE its workers are sent SIGTERM: a running job is
+ *	  cancelled (its data goes with the database) and they exit at once;
+ *	- for the other commands its workers leave after their current job, as
+ *	  after jobq.restart(): a job that ends within those five seconds lets
+ *	  the command through, a longer one makes it fail as any busy session
+ *	  would.
+ *
+ * When the command ends, whether it succeeded or failed, the pause is
+ * lifted and the launcher starts the workers again (after a failed DROP
+ * DATABASE, cancelled jobs run again after their backoff: the attempt
+ * counts, as with pg_terminate_backend).
  *
  * DROP EXTENSION jobq waits, like any DDL on jobq's tables, for jobs
  * running at that moment to finish; at its commit the pool manager is told
@@ -41,11 +47,11 @@
 static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /*
- * Mark or unmark a database as being dropped; when marking, stop its
- * pool manager and background workers.
+ * Pause or resume a database.  When pausing, its pool manager leaves, and
+ * its workers too: at once (terminate) or after their current job.
  */
 static void
-set_dropping(const char *dbname, bool dropping)
+pause_database(const char *dbname, bool pause, bool terminate)
 {
 	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < JOBQ_MAX_DATABASES; i++)
@@ -54,24 +60,75 @@ set_dropping(const char *dbname, bool dropping)
 
 		if (!d->used || strcmp(d->dbname, dbname) != 0)
 			continue;
-		d->dropping = dropping;
-		if (dropping && d->manager_pid != 0)
+		d->paused = pause;
+		if (pause && d->manager_pid != 0)
 			kill(d->manager_pid, SIGTERM);
 	}
-	if (dropping)
+	if (pause)
 	{
 		for (int i = 0; i < jobq_shared->nslots; i++)
 		{
 			JobqSlot   *s = &jobq_shared->slots[i];
 
-			if (s->state != JOBQ_SLOT_FREE && !s->in_session &&
-				strcmp(s->dbname, dbname) == 0)
+			if (s->state == JOBQ_SLOT_FREE || s->in_session ||
+				strcmp(s->dbname, dbname) != 0)
+				continue;
+			if (terminate)
 				kill(s->pid, SIGTERM);
+			else
+			{
+				s->restart_requested = true;
+				if (s->latch)
+					SetLatch(s->latch);
+			}
 		}
 	}
 	if (jobq_shared->launcher_latch)
 		SetLatch(jobq_shared->launcher_latch);
 	LWLockRelease(jobq_shared->lock);
+}
+
+/*
+ * The database a command needs free of other connections, if any; sets
+ * *terminate for DROP DATABASE.
+ */
+static const char *
+database_to_pause(Node *parsetree, bool *terminate)
+{
+	ListCell   *lc;
+
+	*terminate = false;
+	switch (nodeTag(parsetree))
+	{
+		case T_DropdbStmt:
+			*terminate = true;
+			return ((DropdbStmt *) parsetree)->dbname;
+		case T_CreatedbStmt:
+			foreach(lc, ((CreatedbStmt *) parsetree)->options)
+			{
+				DefElem    *opt = lfirst(lc);
+
+				if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL &&
+					IsA(opt->arg, String))
+					return strVal(opt->arg);
+			}
+			return NULL;
+		case T_AlterDatabaseStmt:
+			foreach(lc, ((AlterDatabaseStmt *) parsetree)->options)
+			{
+				DefElem    *opt = lfirst(lc);
+
+				if (strcmp(opt->defname, "tablespace") == 0)
+					return ((AlterDatabaseStmt *) parsetree)->dbname;
+			}
+			return NULL;
+		case T_RenameStmt:
+			if (((RenameStmt *) parsetree)->renameType == OBJECT_DATABASE)
+				return ((RenameStmt *) parsetree)->subname;
+			return NULL;
+		default:
+			return NULL;
+	}
 }
 
 static bool
@@ -98,16 +155,17 @@ jobq_process_utility(PlannedStmt *pstmt, const char *queryString,
 					 DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	const char *dropping = NULL;
+	const char *paused = NULL;
+	bool		terminate = false;
 
-	if (jobq_shared != NULL && IsA(parsetree, DropdbStmt))
+	if (jobq_shared != NULL)
 	{
-		dropping = ((DropdbStmt *) parsetree)->dbname;
-		set_dropping(dropping, true);
+		paused = database_to_pause(parsetree, &terminate);
+		if (paused)
+			pause_database(paused, true, terminate);
+		else if (IsA(parsetree, DropStmt) && drops_jobq((DropStmt *) parsetree))
+			jobq_pools_changed_at_commit();
 	}
-	else if (jobq_shared != NULL && IsA(parsetree, DropStmt) &&
-			 drops_jobq((DropStmt *) parsetree))
-		jobq_pools_changed_at_commit();
 
 	PG_TRY();
 	{
@@ -120,8 +178,8 @@ jobq_process_utility(PlannedStmt *pstmt, const char *queryString,
 	}
 	PG_FINALLY();
 	{
-		if (dropping)
-			set_dropping(dropping, false);
+		if (paused)
+			pause_database(paused, false, false);
 	}
 	PG_END_TRY();
 }

@@ -290,7 +290,7 @@ jobq_worker_main(Datum main_arg)
 		/* the launcher replaces it at once */
 		runner.slot->clean_exit = true;
 		if (runner.slot->restart_requested)
-			recycle_reason = "jobq.restart() was called";
+			recycle_reason = "jobq.restart() was called, or a command needs the database free";
 		else if (recycle_reason == NULL)
 			recycle_reason = "it reached its pool's max_jobs";
 		ereport(LOG,

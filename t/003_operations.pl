@@ -192,6 +192,12 @@ wait_for($node, q{SELECT count(*) = 0 FROM pg_stat_activity
 $node->safe_psql('other', 'CREATE EXTENSION jobq');
 wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE database = 'other'},
 	'CREATE EXTENSION brings them back');
+# commands that need the database free of connections get it
+$node->safe_psql('postgres', 'CREATE DATABASE copy TEMPLATE other');
+ok(1, 'CREATE DATABASE ... TEMPLATE of a served database succeeds');
+wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE database = 'other'},
+	'and the workers come back');
+$node->safe_psql('postgres', 'DROP DATABASE copy');
 $node->safe_psql('other', q{
 CREATE FUNCTION stuck(p jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(300) $$;
 SELECT jobq.dispatch('stuck', timeout => '10 min');
