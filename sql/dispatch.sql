@@ -109,7 +109,7 @@ GRANT USAGE ON SCHEMA app TO jobq_test_alice;
 REVOKE EXECUTE ON FUNCTION app.handle(jsonb) FROM PUBLIC;
 SET ROLE jobq_test_alice;
 SELECT jobq.dispatch('app.handle');
--- and ordinary roles cannot read or write the queue's tables directly
+-- ordinary roles see only their own jobs (none yet) and cannot write the tables
 SELECT count(*) FROM jobq.jobs;
 INSERT INTO jobq.jobs (queue, job, payload, owner, available_at, created_at)
      VALUES ('default', 'app.handle', '{}', 'jobq_test_alice', now(), now());

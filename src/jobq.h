@@ -19,6 +19,9 @@
  *	execute.c	the execution transaction: each job runs in a
  *				subtransaction as its owner, under its timeout; completion,
  *				retry or move to the failed store commit with its effects.
+ *	complete.c	those outcomes, each also announced by events.c (NOTIFY).
+ *	failed.c	jobq.retry(), jobq.forget(), jobq.flush() and pruning of
+ *				the failed store.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -61,6 +64,9 @@ extern int	jobq_backoff_ms;
 extern int	jobq_max_sleep_ms;
 extern int	jobq_batch_size;
 extern int	jobq_batch_time_ms;
+extern int	jobq_failed_retention_s;
+extern int	jobq_events;
+extern double jobq_events_queue_limit;
 
 /* ---- shared memory and the worker registry (shmem.c) ---- */
 
@@ -188,6 +194,37 @@ extern void jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err);
 extern void jobq_fail_job(int64 id, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
 
+/* ---- events over NOTIFY (events.c) ---- */
+
+/* jobq.events */
+typedef enum JobqEventsMode
+{
+	JOBQ_EVENTS_NONE,
+	JOBQ_EVENTS_FAILURES,
+	JOBQ_EVENTS_ALL
+} JobqEventsMode;
+
+typedef enum JobqEvent
+{
+	JOBQ_EVENT_QUEUED,
+	JOBQ_EVENT_PROCESSING,
+	JOBQ_EVENT_PROCESSED,
+	JOBQ_EVENT_RELEASED,
+	JOBQ_EVENT_EXCEPTION,
+	JOBQ_EVENT_FAILED,
+	JOBQ_EVENT_DELETED
+} JobqEvent;
+
+extern bool jobq_event_wanted(JobqEvent event);
+extern void jobq_event(JobqEvent event, int64 id, const char *queue,
+					   const char *job, int32 attempt, const JobqError *err);
+extern void jobq_events_from_spi(JobqEvent event, const JobqError *err);
+
+/* ---- the failed store (failed.c) ---- */
+
+extern bool jobq_prune_failed(int retention_s);
+extern void jobq_failed_reset_plans(void);
+
 /* ---- execution (execute.c) ---- */
 
 typedef struct JobqRunner JobqRunner;
@@ -215,6 +252,7 @@ struct JobqRunner
 	void		(*on_reload) (JobqRunner *runner);	/* after SIGHUP */
 	uint64		seen_exits;
 	TimestampTz last_recovery;
+	TimestampTz next_prune;		/* when to apply jobq.failed_retention */
 	JobqJob    *jobs;			/* the batch, JOBQ_MAX_BATCH entries */
 	MemoryContext loop_cxt;		/* lives as long as the loop */
 	MemoryContext batch_cxt;	/* reset after every batch */

@@ -246,6 +246,9 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 			/* available_at, only to restore FIFO order below */
 			j->sort_key = DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull));
 			MemoryContextSwitchTo(old);
+			/* delivered when this reservation commits */
+			jobq_event(JOBQ_EVENT_PROCESSING, j->id, j->queue, j->job,
+					   j->attempts, NULL);
 		}
 
 		/* UPDATE ... RETURNING does not keep the subquery's order */
@@ -445,7 +448,9 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 									  "       attempts = attempts OPERATOR(pg_catalog.-)"
 									  "         CASE WHEN $3 THEN 1 ELSE 0 END"
 									  " WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
-									  "   AND reserved_by OPERATOR(pg_catalog.=) $2",
+									  "   AND reserved_by OPERATOR(pg_catalog.=) $2"
+									  " RETURNING id, queue, job, attempts OPERATOR(pg_catalog.+)"
+									  "   CASE WHEN $3 THEN 1 ELSE 0 END",
 									  3, types);
 	}
 
@@ -459,6 +464,8 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
 	values[2] = BoolGetDatum(refund);
-	if (SPI_execute_plan(unreserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(unreserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "jobq: could not hand back reserved jobs");
+	/* the attempt that was announced as "processing" did not happen */
+	jobq_events_from_spi(JOBQ_EVENT_RELEASED, NULL);
 }
