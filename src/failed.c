@@ -140,7 +140,7 @@ retry_failed(FunctionCallInfo fcinfo, const char *sql, Oid argtype,
 	n = SPI_processed;
 	if (one && n == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("failed job %lld does not exist",
 						(long long) DatumGetInt64(arg)),
 				 errhint("See jobq.failed_jobs for the failed jobs you may retry.")));
