@@ -164,6 +164,7 @@ typedef struct JobqJob
 	JobqHandler *handler;		/* resolved by execute.c */
 	bool		started;		/* handler invoked in this attempt */
 	bool		finished;		/* completion recorded in this txn */
+	bool		announced;		/* its "processing" event was sent */
 } JobqJob;
 
 extern int	jobq_job_cmp(const void *a, const void *b);
@@ -230,6 +231,7 @@ extern void jobq_failed_reset_plans(void);
 typedef struct JobqRunner JobqRunner;
 
 extern void jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs);
+extern bool jobq_handler_is_slow(const JobqHandler *h);
 
 /* ---- the loop (runner.c) ---- */
 

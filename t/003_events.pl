@@ -30,6 +30,11 @@ BEGIN
     END IF;
     INSERT INTO done VALUES ((p->>'n')::int);
 END $$;
+CREATE FUNCTION slow(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(0.02);
+    INSERT INTO done VALUES ((p->>'n')::int);
+END $$;
 CREATE FUNCTION failing(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'always fails' USING ERRCODE = '22012';
@@ -105,6 +110,17 @@ is(sequence(@ev), 'queued:0 processing:1 exception:1 processing:2 failed:2',
 is("$ev[4]{sqlstate} $ev[4]{message}", '22012 always fails', 'the failed event has the error');
 is($node->safe_psql('postgres', "SELECT count(*) FROM jobq.failed WHERE job_id = $id"), '1',
 	'it is in the failed store');
+
+# slow jobs dispatched together: a worker reserves them as a batch, runs the
+# first and hands the others back; each job still gets exactly one
+# processing event per attempt, announced when it is about to run
+my @ids = split /\n/, $node->safe_psql('postgres',
+	q{SELECT jobq.dispatch('slow', jsonb_build_object('n', 100 + g)) FROM generate_series(1, 6) g});
+foreach my $slow (@ids)
+{
+	is(sequence(events_of($slow, 'processed')), 'queued:0 processing:1 processed:1',
+		"slow job $slow of a batch");
+}
 
 # a dispatch that rolls back sends nothing
 my $rolled_back = $node->safe_psql('postgres', q{
