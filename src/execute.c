@@ -326,23 +326,9 @@ relock_jobs(int64 token, JobqJob *jobs, int from, int to)
 		/* some are gone: keep only those returned */
 		for (int i = from; i < to; i++)
 		{
-			bool		present = false;
-
 			if (jobs[i].finished)
 				continue;
-			for (uint64 k = 0; k < SPI_processed; k++)
-			{
-				bool		isnull;
-
-				if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-												SPI_tuptable->tupdesc, 1,
-												&isnull)) == jobs[i].id)
-				{
-					present = true;
-					break;
-				}
-			}
-			if (!present)
+			if (!jobq_spi_result_has_id(jobs[i].id))
 				jobs[i].finished = true;
 		}
 	}

@@ -177,6 +177,7 @@ extern int	jobq_recover_lost(int64 token_to_skip);
 extern void jobq_unreserve(int64 token, JobqJob *jobs, int njobs,
 						   bool refund);
 extern void jobq_reserve_reset_plans(void);
+extern bool jobq_spi_result_has_id(int64 id);
 
 /* ---- completion: the outcomes of an attempt (complete.c) ---- */
 

@@ -493,18 +493,26 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 	{
 		if (!jobs[i].announced)
 			continue;
-		for (uint64 k = 0; k < SPI_processed; k++)
-		{
-			bool		isnull;
-
-			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-											SPI_tuptable->tupdesc, 1,
-											&isnull)) == jobs[i].id)
-			{
-				jobq_event(JOBQ_EVENT_RELEASED, jobs[i].id, jobs[i].queue,
-						   jobs[i].job, jobs[i].attempts, NULL);
-				break;
-			}
-		}
+		if (jobq_spi_result_has_id(jobs[i].id))
+			jobq_event(JOBQ_EVENT_RELEASED, jobs[i].id, jobs[i].queue,
+					   jobs[i].job, jobs[i].attempts, NULL);
 	}
+}
+
+/*
+ * Is id in the first column (bigint) of the last SPI result?
+ */
+bool
+jobq_spi_result_has_id(int64 id)
+{
+	for (uint64 k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+										SPI_tuptable->tupdesc, 1,
+										&isnull)) == id)
+			return true;
+	}
+	return false;
 }
