@@ -240,8 +240,7 @@ jobq_flush(PG_FUNCTION_ARGS)
 	{
 		Interval   *iv = PG_GETARG_INTERVAL_P(0);
 
-		if (iv->time < 0 || iv->day < 0 || iv->month < 0 ||
-			jobq_interval_ms(iv) < 0)
+		if (jobq_interval_ms(iv) < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("older_than must not be negative"),
