@@ -33,6 +33,7 @@
 #include "jobq.h"
 
 static SPIPlanPtr complete_plan = NULL;
+static SPIPlanPtr complete_events_plan = NULL;	/* ... returning the rows */
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 
@@ -58,7 +59,8 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 void
 jobq_complete_reset_plans(void)
 {
-	SPIPlanPtr *plans[] = {&complete_plan, &retry_plan, &fail_plan};
+	SPIPlanPtr *plans[] = {&complete_plan, &complete_events_plan, &retry_plan,
+	&fail_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -98,6 +100,7 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 {
 	Datum	   *elems;
 	Datum		values[2];
+	bool		events;
 
 	if (n == 0)
 		return;
@@ -105,13 +108,17 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	{
 		Oid			types[2] = {INT8ARRAYOID, INT8OID};
 
-		complete_plan = prepare_kept(
-									 "DELETE FROM jobq.jobs"
-									 " WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
-									 "   AND reserved_by OPERATOR(pg_catalog.=) $2"
-									 " RETURNING id, queue, job, attempts",
-									 2, types);
+#define COMPLETE_SQL \
+		"DELETE FROM jobq.jobs" \
+		" WHERE id OPERATOR(pg_catalog.=) ANY ($1)" \
+		"   AND reserved_by OPERATOR(pg_catalog.=) $2"
+		complete_plan = prepare_kept(COMPLETE_SQL, 2, types);
+		complete_events_plan = prepare_kept(COMPLETE_SQL
+											" RETURNING id, queue, job, attempts",
+											2, types);
 	}
+	/* the success path returns the rows only when they are announced */
+	events = jobq_event_wanted(JOBQ_EVENT_PROCESSED);
 
 	elems = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
@@ -119,9 +126,12 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
-	if (SPI_execute_plan(complete_plan, values, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
+	if (SPI_execute_plan(events ? complete_events_plan : complete_plan,
+						 values, NULL, false, 0) !=
+		(events ? SPI_OK_DELETE_RETURNING : SPI_OK_DELETE))
 		elog(ERROR, "jobq: could not delete completed jobs");
-	jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
+	if (events)
+		jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
 	if (SPI_processed != (uint64) n)
 		elog(WARNING, "jobq: %d jobs completed but " UINT64_FORMAT " deleted",
 			 n, SPI_processed);
