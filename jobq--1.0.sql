@@ -60,6 +60,7 @@ CREATE INDEX jobs_reserved_idx ON jobq.jobs
 -- Jobs that failed for good (Laravel's failed_jobs).
 CREATE TABLE jobq.failed (
     id            bigserial PRIMARY KEY,
+    uuid          pg_catalog.uuid NOT NULL UNIQUE DEFAULT pg_catalog.gen_random_uuid(),
     job_id        pg_catalog.int8 NOT NULL,
     queue         pg_catalog.text NOT NULL,
     job           pg_catalog.text NOT NULL,
@@ -78,11 +79,18 @@ CREATE TABLE jobq.failed (
 
 COMMENT ON TABLE jobq.failed IS 'jobq: jobs that failed for good';
 
+-- The newest failures of one queue (jobq.failed_jobs WHERE queue = ...
+-- ORDER BY failed_at DESC), and the oldest of all, for jobq.flush() and
+-- jobq.failed_retention.
 CREATE INDEX failed_queue_idx ON jobq.failed
     USING btree (queue, failed_at DESC);
+CREATE INDEX failed_at_idx ON jobq.failed
+    USING btree (failed_at);
 
-CREATE VIEW jobq.failed_jobs AS
-    SELECT f.id, f.job_id, f.queue, f.job, f.payload, f.attempts,
+-- security_invoker: a role sees its own failed jobs only (row-level
+-- security on jobq.failed, see the end of this script).
+CREATE VIEW jobq.failed_jobs WITH (security_invoker = true) AS
+    SELECT f.id, f.uuid, f.job_id, f.queue, f.job, f.payload, f.attempts,
            f.exception, f.sqlstate,
            f.error OPERATOR(pg_catalog.->>) 'detail' AS detail,
            f.error OPERATOR(pg_catalog.->>) 'hint' AS hint,
@@ -410,3 +418,81 @@ REVOKE ALL ON FUNCTION jobq.drop_pool(pg_catalog.text, pg_catalog.bool) FROM PUB
 REVOKE ALL ON FUNCTION jobq.restart() FROM PUBLIC;
 REVOKE ALL ON FUNCTION jobq.pools_trigger() FROM PUBLIC;
 GRANT SELECT ON jobq.workers TO PUBLIC;
+-- ==== failed jobs, events and security (issue 5) ====
+
+-- Failed jobs, like Laravel's queue:retry, queue:forget and queue:flush.
+-- Written in C (src/failed.c): they act as the extension owner on the rows
+-- the caller may manage, the caller's own (or those of roles it is a member
+-- of), or all of them for members of jobq_admin.
+CREATE FUNCTION jobq.retry(id pg_catalog.int8)
+RETURNS TABLE (failed_id pg_catalog.int8, job_id pg_catalog.int8)
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_retry';
+
+COMMENT ON FUNCTION jobq.retry(pg_catalog.int8)
+    IS 'Dispatch a failed job again (same queue, handler, payload and options) and forget its failure';
+
+CREATE FUNCTION jobq.retry(ids pg_catalog.int8[])
+RETURNS TABLE (failed_id pg_catalog.int8, job_id pg_catalog.int8)
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_retry_array';
+
+COMMENT ON FUNCTION jobq.retry(pg_catalog.int8[])
+    IS 'Dispatch these failed jobs again and forget their failures';
+
+CREATE FUNCTION jobq.retry_all(queue pg_catalog.text DEFAULT NULL)
+RETURNS TABLE (failed_id pg_catalog.int8, job_id pg_catalog.int8)
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_retry_all';
+
+COMMENT ON FUNCTION jobq.retry_all(pg_catalog.text)
+    IS 'Dispatch again every failed job (of one queue) that the caller may manage';
+
+CREATE FUNCTION jobq.forget(id pg_catalog.int8)
+RETURNS pg_catalog.bool
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_forget';
+
+COMMENT ON FUNCTION jobq.forget(pg_catalog.int8)
+    IS 'Delete one failed job; true if it existed and the caller may manage it';
+
+CREATE FUNCTION jobq.flush(older_than pg_catalog.interval DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_flush';
+
+COMMENT ON FUNCTION jobq.flush(pg_catalog.interval)
+    IS 'Delete the failed jobs that failed strictly more than older_than ago (NULL: all); returns how many';
+
+-- Roles.  jobq_admin sees and manages every job and failed job.  Roles are
+-- cluster-wide and outlive the extension: create it only if it is missing,
+-- so that DROP EXTENSION / CREATE EXTENSION (and a restore) work again.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles
+                    WHERE rolname OPERATOR(pg_catalog.=) 'jobq_admin') THEN
+        CREATE ROLE jobq_admin NOLOGIN;
+    END IF;
+END
+$do$;
+
+-- Row-level security: every role may read its own jobs and failed jobs
+-- (those of roles it is a member of); only jobq_admin (and superusers, and
+-- the extension owner, which the workers run as) writes the tables
+-- directly.  Everyone else changes them through the functions above.
+ALTER TABLE jobq.jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE jobq.failed ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY jobs_own ON jobq.jobs FOR SELECT TO PUBLIC
+    USING (pg_catalog.pg_has_role(owner::pg_catalog.oid, 'MEMBER'));
+CREATE POLICY jobs_admin ON jobq.jobs FOR ALL TO jobq_admin
+    USING (true) WITH CHECK (true);
+CREATE POLICY failed_own ON jobq.failed FOR SELECT TO PUBLIC
+    USING (pg_catalog.pg_has_role(owner::pg_catalog.oid, 'MEMBER'));
+CREATE POLICY failed_admin ON jobq.failed FOR ALL TO jobq_admin
+    USING (true) WITH CHECK (true);
+
+GRANT SELECT ON TABLE jobq.jobs, jobq.failed, jobq.failed_jobs TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE jobq.jobs, jobq.failed TO jobq_admin;
+GRANT SELECT ON TABLE jobq.handlers TO jobq_admin;
+GRANT USAGE ON SEQUENCE jobq.jobs_id_seq, jobq.failed_id_seq TO jobq_admin;

@@ -73,6 +73,9 @@ SELECT jobq.dispatch('app.many');
 SELECT jobq.dispatch('app.agg');
 SELECT jobq.dispatch('app.with_out');
 SELECT jobq.dispatch('app.handle', '{"s": "\u0000"}');
+SELECT jobq.dispatch('app.handle', '{"s": "\ud800"}');
+SELECT jobq.dispatch('app.handle', 'not json');
+SELECT jobq.dispatch('app.handle', convert_from('\xc3'::bytea, 'UTF8')::jsonb);
 SELECT jobq.dispatch('app.handle', queue => '');
 SELECT jobq.dispatch('app.handle', queue => 'a,b');
 SELECT jobq.dispatch('app.handle', queue => E'tab\there');
@@ -82,6 +85,11 @@ SELECT jobq.dispatch('app.handle', delay => '-1 s');
 SELECT jobq.dispatch('app.handle', delay => '400 days');
 SELECT jobq.dispatch('app.handle', delay => '1 s', available_at => now());
 SELECT jobq.dispatch('app.handle', available_at => 'infinity');
+SELECT jobq.dispatch('app.handle', available_at => '-infinity');
+SELECT jobq.dispatch('app.handle', delay => '1000000 years');
+SELECT jobq.dispatch('app.handle', delay => 'NaN');
+SELECT jobq.dispatch('app.handle', tries => 'NaN');
+SELECT jobq.dispatch('app.handle', timeout => '1 mon');
 SELECT jobq.dispatch('app.handle', available_at => now() + interval '400 days');
 SELECT jobq.dispatch('app.handle', tries => -1);
 SELECT jobq.dispatch('app.handle', timeout => '-1 s');
@@ -102,6 +110,16 @@ SELECT queue FROM jobq.jobs WHERE queue LIKE 'Ü%';
 SELECT jobq.dispatch('app.handle',
          jsonb_build_object('blob', repeat('x', 5 * 1024 * 1024))) AS id \gset
 SELECT length(payload->>'blob') AS big FROM jobq.jobs WHERE id = :id;
+-- ... and processed
+CREATE TABLE app.sizes (n int);
+CREATE FUNCTION app.measure(payload jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO app.sizes VALUES (length(payload->>'blob')) $$;
+SELECT jobq.dispatch('app.measure', jsonb_build_object('blob', repeat('y', 5 * 1024 * 1024)),
+                     queue => 'big') > 0 AS ok;
+CALL jobq.work(queues => '{big}', stop_when_empty => true);
+SELECT n FROM app.sizes;
+SELECT count(*) AS left_in_big FROM jobq.jobs WHERE queue = 'big';
+SELECT count(*) AS failed FROM jobq.failed_jobs;
 
 -- EXECUTE privilege of the caller is required
 CREATE ROLE jobq_test_alice;
@@ -109,7 +127,7 @@ GRANT USAGE ON SCHEMA app TO jobq_test_alice;
 REVOKE EXECUTE ON FUNCTION app.handle(jsonb) FROM PUBLIC;
 SET ROLE jobq_test_alice;
 SELECT jobq.dispatch('app.handle');
--- and ordinary roles cannot read or write the queue's tables directly
+-- ordinary roles see only their own jobs (none yet) and cannot write the tables
 SELECT count(*) FROM jobq.jobs;
 INSERT INTO jobq.jobs (queue, job, payload, owner, available_at, created_at)
      VALUES ('default', 'app.handle', '{}', 'jobq_test_alice', now(), now());

@@ -11,6 +11,11 @@
  * deletes the job and inserts its failed record, so a job is always in
  * exactly one of the two tables.
  *
+ * Every outcome is announced as a job event (events.c): the statements
+ * return the id, queue, job and attempt of the rows they change, and the
+ * NOTIFY is queued in the same transaction, so it is delivered only if the
+ * outcome commits.  A new outcome belongs here, with its event.
+ *
  * Copyright (c) 2026, jobq developers
  *
  * IDENTIFICATION
@@ -28,6 +33,7 @@
 #include "jobq.h"
 
 static SPIPlanPtr complete_plan = NULL;
+static SPIPlanPtr complete_events_plan = NULL;	/* ... returning the rows */
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 
@@ -53,7 +59,8 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 void
 jobq_complete_reset_plans(void)
 {
-	SPIPlanPtr *plans[] = {&complete_plan, &retry_plan, &fail_plan};
+	SPIPlanPtr *plans[] = {&complete_plan, &complete_events_plan, &retry_plan,
+	&fail_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -93,6 +100,7 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 {
 	Datum	   *elems;
 	Datum		values[2];
+	bool		events;
 
 	if (n == 0)
 		return;
@@ -100,12 +108,17 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	{
 		Oid			types[2] = {INT8ARRAYOID, INT8OID};
 
-		complete_plan = prepare_kept(
-									 "DELETE FROM jobq.jobs"
-									 " WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
-									 "   AND reserved_by OPERATOR(pg_catalog.=) $2",
-									 2, types);
+#define COMPLETE_SQL \
+		"DELETE FROM jobq.jobs" \
+		" WHERE id OPERATOR(pg_catalog.=) ANY ($1)" \
+		"   AND reserved_by OPERATOR(pg_catalog.=) $2"
+		complete_plan = prepare_kept(COMPLETE_SQL, 2, types);
+		complete_events_plan = prepare_kept(COMPLETE_SQL
+											" RETURNING id, queue, job, attempts",
+											2, types);
 	}
+	/* the success path returns the rows only when they are announced */
+	events = jobq_event_wanted(JOBQ_EVENT_PROCESSED);
 
 	elems = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
@@ -113,8 +126,12 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
-	if (SPI_execute_plan(complete_plan, values, NULL, false, 0) != SPI_OK_DELETE)
+	if (SPI_execute_plan(events ? complete_events_plan : complete_plan,
+						 values, NULL, false, 0) !=
+		(events ? SPI_OK_DELETE_RETURNING : SPI_OK_DELETE))
 		elog(ERROR, "jobq: could not delete completed jobs");
+	if (events)
+		jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
 	if (SPI_processed != (uint64) n)
 		elog(WARNING, "jobq: %d jobs completed but " UINT64_FORMAT " deleted",
 			 n, SPI_processed);
@@ -142,14 +159,16 @@ jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 								  "       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
 								  "         pg_catalog.make_interval(secs => $2 OPERATOR(pg_catalog./) 1000.0),"
 								  "       last_error = " ERROR_JSONB(3, 4, 5, 6, 7)
-								  " WHERE id OPERATOR(pg_catalog.=) $1",
+								  " WHERE id OPERATOR(pg_catalog.=) $1"
+								  " RETURNING id, queue, job, attempts",
 								  7, types);
 	}
 	values[0] = Int64GetDatum(id);
 	values[1] = Int64GetDatum(Max(backoff_ms, 0));
 	error_params(err, values, nulls, 2);
-	if (SPI_execute_plan(retry_plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(retry_plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "jobq: could not release job %lld for a retry", (long long) id);
+	jobq_events_from_spi(JOBQ_EVENT_EXCEPTION, err);
 }
 
 /*
@@ -176,7 +195,8 @@ jobq_fail_job(int64 id, const JobqError *err)
 								 " SELECT j.id, j.queue, j.job, j.payload, j.owner, j.attempts,"
 								 "   j.tries, j.timeout, j.backoff, j.created_at, pg_catalog.clock_timestamp(), $3, $2,"
 								 "   " ERROR_JSONB(2, 3, 4, 5, 6)
-								 " FROM j",
+								 " FROM j"
+								 " RETURNING job_id, queue, job, attempts",
 								 6, types);
 	}
 	values[0] = Int64GetDatum(id);
@@ -187,6 +207,7 @@ jobq_fail_job(int64 id, const JobqError *err)
 		values[2] = CStringGetTextDatum("job failed");
 		nulls[2] = ' ';
 	}
-	if (SPI_execute_plan(fail_plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(fail_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "jobq: could not move job %lld to the failed store", (long long) id);
+	jobq_events_from_spi(JOBQ_EVENT_FAILED, err);
 }

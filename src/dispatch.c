@@ -211,7 +211,7 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 						   "   COALESCE($7, h.backoff), $8, pg_catalog.clock_timestamp()"
 						   " FROM (SELECT) AS one"
 						   " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
-						   " RETURNING id",
+						   " RETURNING id, queue",
 						   8, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed: %s",
@@ -230,6 +230,10 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
+	if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
+		jobq_event(JOBQ_EVENT_QUEUED, id,
+				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+				   canonical, 0, NULL);
 	SPI_finish();
 
 	jobq_wake_at_commit();

@@ -274,6 +274,17 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 }
 
 /*
+ * Is this handler expected to be slow (or unknown)?  A slow job is committed
+ * apart from the others, and the jobs after it in its batch are handed back
+ * (jobq_execute_batch).
+ */
+bool
+jobq_handler_is_slow(const JobqHandler *h)
+{
+	return h->avg_ms < 0 || h->avg_ms > JOBQ_SLOW_HANDLER_MS;
+}
+
+/*
  * Lock the batch's rows that are still ours, for the rest of the attempt.
  * Marks the jobs that disappeared (cancelled by an administrator, say) as
  * finished so they are skipped.
@@ -315,23 +326,9 @@ relock_jobs(int64 token, JobqJob *jobs, int from, int to)
 		/* some are gone: keep only those returned */
 		for (int i = from; i < to; i++)
 		{
-			bool		present = false;
-
 			if (jobs[i].finished)
 				continue;
-			for (uint64 k = 0; k < SPI_processed; k++)
-			{
-				bool		isnull;
-
-				if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-												SPI_tuptable->tupdesc, 1,
-												&isnull)) == jobs[i].id)
-				{
-					present = true;
-					break;
-				}
-			}
-			if (!present)
+			if (!jobq_spi_result_has_id(jobs[i].id))
 				jobs[i].finished = true;
 		}
 	}
@@ -400,8 +397,7 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 			}
 
 			job->handler = jobq_handler_get(job->job);
-			slow = job->handler->avg_ms < 0 ||
-				job->handler->avg_ms > JOBQ_SLOW_HANDLER_MS;
+			slow = jobq_handler_is_slow(job->handler);
 
 			/* commit what is done before a slow job, or when it is time */
 			if (i > first &&
@@ -426,6 +422,17 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 			}
 
 			job->finished = true;
+
+			/*
+			 * Not announced by the reservation (it expected this job to be
+			 * handed back): announce it now, delivered with its outcome.
+			 */
+			if (!job->announced)
+			{
+				jobq_event(JOBQ_EVENT_PROCESSING, job->id, job->queue, job->job,
+						   job->attempts, NULL);
+				job->announced = true;
+			}
 
 			/* attempts already beyond tries: fail without running */
 			if (job->tries > 0 && job->attempts > job->tries)

@@ -36,6 +36,15 @@ int			jobq_backoff_ms = 0;
 int			jobq_max_sleep_ms = 5000;
 int			jobq_batch_size = 50;
 int			jobq_batch_time_ms = 5;
+int			jobq_failed_retention_s = 0;
+
+static const struct config_enum_entry events_options[] = {
+	{"none", JOBQ_EVENTS_NONE, false},
+	{"failures", JOBQ_EVENTS_FAILURES, false},
+	{"all", JOBQ_EVENTS_ALL, false},
+	{"off", JOBQ_EVENTS_NONE, true},
+	{NULL, 0, false}
+};
 
 /*
  * jobq.queues must be a comma-separated list of valid queue names.
@@ -141,6 +150,37 @@ _PG_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.failed_retention",
+							"How long failed jobs are kept before the workers delete them (0 = forever).",
+							"Workers delete expired failed jobs about once a minute, a few hundred at a time.",
+							&jobq_failed_retention_s,
+							0, 0, INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("jobq.events",
+							 "Which job events are sent with NOTIFY on channel jobq.",
+							 "none; failures (exception and failed); all (also queued, processing, "
+							 "processed, released and deleted).  Every notifying commit takes a "
+							 "lock shared by the whole server, so \"all\" serialises committing jobs.",
+							 &jobq_events,
+							 JOBQ_EVENTS_FAILURES,
+							 events_options,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomRealVariable("jobq.events_queue_limit",
+							 "Fill of the notification queue above which job events are not sent.",
+							 "A full queue would make committing jobs fail; events are dropped "
+							 "(and that is logged) instead.",
+							 &jobq_events_queue_limit,
+							 0.5, 0.0, 1.0,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("jobq");
 

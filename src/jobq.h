@@ -25,6 +25,9 @@
  *	status.c	jobq.restart(), and the jobq.workers / jobq.queues views over
  *				shared memory (shmem.c).
  *	utility.c	workers make way for DROP DATABASE and DROP EXTENSION.
+ *	complete.c	those outcomes, each also announced by events.c (NOTIFY).
+ *	failed.c	jobq.retry(), jobq.forget(), jobq.flush() and pruning of
+ *				the failed store.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -68,6 +71,9 @@ extern int	jobq_backoff_ms;
 extern int	jobq_max_sleep_ms;
 extern int	jobq_batch_size;
 extern int	jobq_batch_time_ms;
+extern int	jobq_failed_retention_s;
+extern int	jobq_events;
+extern double jobq_events_queue_limit;
 
 /* ---- shared memory and the worker registry (shmem.c) ---- */
 
@@ -244,6 +250,7 @@ typedef struct JobqJob
 	JobqHandler *handler;		/* resolved by execute.c */
 	bool		started;		/* handler invoked in this attempt */
 	bool		finished;		/* completion recorded in this txn */
+	bool		announced;		/* its "processing" event was sent */
 } JobqJob;
 
 extern int	jobq_job_cmp(const void *a, const void *b);
@@ -256,6 +263,7 @@ extern int	jobq_recover_lost(int64 token_to_skip);
 extern void jobq_unreserve(int64 token, JobqJob *jobs, int njobs,
 						   bool refund);
 extern void jobq_reserve_reset_plans(void);
+extern bool jobq_spi_result_has_id(int64 id);
 
 /* ---- completion: the outcomes of an attempt (complete.c) ---- */
 
@@ -274,11 +282,43 @@ extern void jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err);
 extern void jobq_fail_job(int64 id, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
 
+/* ---- events over NOTIFY (events.c) ---- */
+
+/* jobq.events */
+typedef enum JobqEventsMode
+{
+	JOBQ_EVENTS_NONE,
+	JOBQ_EVENTS_FAILURES,
+	JOBQ_EVENTS_ALL
+} JobqEventsMode;
+
+typedef enum JobqEvent
+{
+	JOBQ_EVENT_QUEUED,
+	JOBQ_EVENT_PROCESSING,
+	JOBQ_EVENT_PROCESSED,
+	JOBQ_EVENT_RELEASED,
+	JOBQ_EVENT_EXCEPTION,
+	JOBQ_EVENT_FAILED,
+	JOBQ_EVENT_DELETED
+} JobqEvent;
+
+extern bool jobq_event_wanted(JobqEvent event);
+extern void jobq_event(JobqEvent event, int64 id, const char *queue,
+					   const char *job, int32 attempt, const JobqError *err);
+extern void jobq_events_from_spi(JobqEvent event, const JobqError *err);
+
+/* ---- the failed store (failed.c) ---- */
+
+extern bool jobq_prune_failed(int retention_s);
+extern void jobq_failed_reset_plans(void);
+
 /* ---- execution (execute.c) ---- */
 
 typedef struct JobqRunner JobqRunner;
 
 extern void jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs);
+extern bool jobq_handler_is_slow(const JobqHandler *h);
 
 /* ---- the loop (runner.c) ---- */
 
@@ -306,6 +346,7 @@ struct JobqRunner
 	void		(*on_reload) (JobqRunner *runner);	/* after SIGHUP */
 	uint64		seen_exits;
 	TimestampTz last_recovery;
+	TimestampTz next_prune;		/* when to apply jobq.failed_retention */
 	JobqJob    *jobs;			/* the batch, JOBQ_MAX_BATCH entries */
 	MemoryContext loop_cxt;		/* lives as long as the loop */
 	MemoryContext batch_cxt;	/* reset after every batch */

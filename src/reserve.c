@@ -114,6 +114,8 @@ static SPIPlanPtr lost_tokens_plan = NULL;
 static SPIPlanPtr lost_jobs_plan = NULL;
 static SPIPlanPtr unreserve_plan = NULL;
 
+static void announce_batch(JobqJob *jobs, int n);
+
 static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
@@ -252,7 +254,31 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 		if (n - first > 1)
 			qsort(&jobs[first], n - first, sizeof(JobqJob), jobq_job_cmp);
 	}
+	announce_batch(jobs, n);
 	return n;
+}
+
+/*
+ * Send the "processing" events of a reserved batch, delivered when the
+ * reservation commits, just before the handlers start.  Only for the jobs
+ * that the worker will start without handing them back: those up to the
+ * first slow one (jobq_execute_batch hands back the jobs after a slow job,
+ * and their next reservation announces them).  A job whose handler turns
+ * out slow later than predicted is announced by execute.c instead.
+ */
+static void
+announce_batch(JobqJob *jobs, int n)
+{
+	if (!jobq_event_wanted(JOBQ_EVENT_PROCESSING))
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		jobq_event(JOBQ_EVENT_PROCESSING, jobs[i].id, jobs[i].queue,
+				   jobs[i].job, jobs[i].attempts, NULL);
+		jobs[i].announced = true;
+		if (jobq_handler_is_slow(jobq_handler_get(jobs[i].job)))
+			break;
+	}
 }
 
 /*
@@ -445,7 +471,8 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 									  "       attempts = attempts OPERATOR(pg_catalog.-)"
 									  "         CASE WHEN $3 THEN 1 ELSE 0 END"
 									  " WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
-									  "   AND reserved_by OPERATOR(pg_catalog.=) $2",
+									  "   AND reserved_by OPERATOR(pg_catalog.=) $2"
+									  " RETURNING id",
 									  3, types);
 	}
 
@@ -459,6 +486,33 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
 	values[2] = BoolGetDatum(refund);
-	if (SPI_execute_plan(unreserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(unreserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "jobq: could not hand back reserved jobs");
+	/* an attempt announced as "processing" that did not happen */
+	for (int i = 0; i < njobs; i++)
+	{
+		if (!jobs[i].announced)
+			continue;
+		if (jobq_spi_result_has_id(jobs[i].id))
+			jobq_event(JOBQ_EVENT_RELEASED, jobs[i].id, jobs[i].queue,
+					   jobs[i].job, jobs[i].attempts, NULL);
+	}
+}
+
+/*
+ * Is id in the first column (bigint) of the last SPI result?
+ */
+bool
+jobq_spi_result_has_id(int64 id)
+{
+	for (uint64 k = 0; k < SPI_processed; k++)
+	{
+		bool		isnull;
+
+		if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+										SPI_tuptable->tupdesc, 1,
+										&isnull)) == id)
+			return true;
+	}
+	return false;
 }

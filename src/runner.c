@@ -50,6 +50,9 @@
 
 /* how often a worker looks for lost reservations without being told to */
 #define JOBQ_RECOVERY_INTERVAL_MS 5000
+/* how often a worker applies jobq.failed_retention; sooner while behind */
+#define JOBQ_PRUNE_INTERVAL_MS 60000
+#define JOBQ_PRUNE_AGAIN_MS 1000
 /* nap when a due job is locked by another worker's reservation */
 #define JOBQ_BUSY_NAP_MS 5
 
@@ -402,6 +405,15 @@ jobq_runner_loop(JobqRunner *runner)
 		}
 		if (recovery_due(runner))
 			jobq_recover_lost(runner->token);
+		if (jobq_failed_retention_s > 0 &&
+			GetCurrentTimestamp() >= runner->next_prune)
+		{
+			bool		more = jobq_prune_failed(jobq_failed_retention_s);
+
+			runner->next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 more ? JOBQ_PRUNE_AGAIN_MS :
+															 JOBQ_PRUNE_INTERVAL_MS);
+		}
 		n = jobq_reserve_batch(runner->token, runner->queues, limit, jobs,
 							   runner->batch_cxt);
 		if (n == 0)
