@@ -420,6 +420,19 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(id);
 }
 
+static void
+sql_error_callback(void *arg)
+{
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery((const char *) arg);
+	}
+}
+
 /*
  * jobq.dispatch_sql(sql text, <the options of jobq.dispatch>) RETURNS
  * bigint: a queued closure.  The SQL text must parse and contain at least
@@ -435,13 +448,20 @@ jobq_dispatch_sql(PG_FUNCTION_ARGS)
 	int64		id;
 	Datum		payload;
 	StringInfoData buf;
+	ErrorContextCallback errcb;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("sql must not be null")));
 	sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	/* a syntax error points into the SQL text, not into the caller's query */
+	errcb.callback = sql_error_callback;
+	errcb.arg = sql;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
 	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	error_context_stack = errcb.previous;
 	if (stmts == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
