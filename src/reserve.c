@@ -247,6 +247,10 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 	int			n = 0;
 	ListCell   *lc;
 
+	/*
+	 * attempts never overflows: it stops at INT_MAX, where jobq_precheck()
+	 * fails the job, so tries = 0 cannot break reservation.
+	 */
 	if (reserve_plan == NULL)
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
@@ -261,7 +265,6 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 									"   LIMIT $3"
 									"   FOR UPDATE SKIP LOCKED)"
 									" UPDATE jobq.jobs j"
-			/* never overflows: a job at the limit is failed by jobq_precheck */
 									"    SET attempts = pg_catalog.int4smaller(j.attempts, 2147483646)"
 									"          OPERATOR(pg_catalog.+) 1,"
 									"        reserved_by = $1,"
