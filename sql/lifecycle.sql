@@ -320,6 +320,26 @@ SELECT jobq.dispatch('app.now_job', '{"fail": "y"}', connection => 'sync');
 SELECT jobq.dispatch('app.now_job', '{"sleep": 30}', connection => 'sync', timeout => '200 ms');
 SELECT jobq.dispatch('app.now_job', '{}', connection => 'redis');
 SELECT jobq.dispatch('app.now_job', '{}', connection => 'sync', delay => '1 s');
+-- in a sync job, jobq.fail() raises at once and jobq.release() is refused
+CREATE FUNCTION app.sync_asks(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p ? 'fail' THEN PERFORM jobq.fail('no invoice'); END IF;
+    PERFORM jobq.release();
+END $$;
+SELECT jobq.dispatch_now('app.sync_asks', '{"fail": true}');
+SELECT jobq.dispatch_now('app.sync_asks', '{}');
+-- a sync job run from inside a queued one sees its own context, then the outer one is back
+CREATE FUNCTION app.outer_job(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM jobq.dispatch_now('app.now_job', '{"n": 3}');
+    INSERT INTO app.log (what, info) VALUES ('outer', jobq.current_job());
+END $$;
+TRUNCATE app.log;
+SELECT jobq.dispatch('app.outer_job') > 0 AS ok;
+CALL jobq.work(stop_when_empty => true);
+SELECT what, coalesce(info->'job'->>'connection', info->>'connection') AS connection,
+       coalesce(info->'job'->>'job', info->>'job') AS job
+  FROM app.log ORDER BY seq;
 SELECT count(*) AS no_rows FROM jobq.jobs;
 
 -- ---- dispatch_sql: a queued closure, run as the dispatcher ----

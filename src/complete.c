@@ -182,9 +182,9 @@ jobq_attempt_failed(JobqJob *job, const JobqError *err)
  * The handler called jobq.release(delay) and returned: put the job back in
  * place (same row and id, attempts kept, its effects committed with this),
  * available after the delay; or, if the retry rule allows no further
- * attempt, fail it.
+ * attempt, fail it.  Returns false if it failed the job.
  */
-void
+bool
 jobq_release_job(JobqJob *job, int64 delay_ms)
 {
 	Datum		values[2];
@@ -203,7 +203,7 @@ jobq_release_job(JobqJob *job, int64 delay_ms)
 								   (long long) job->id, job->attempts, job->tries);
 		err.detail = "The job called jobq.release() but may not be attempted again.";
 		jobq_fail_job(job, &err);
-		return;
+		return false;
 	}
 	if (release_plan == NULL)
 	{
@@ -221,6 +221,7 @@ jobq_release_job(JobqJob *job, int64 delay_ms)
 	values[1] = Int64GetDatum(Max(delay_ms, 0));
 	if (SPI_execute_plan(release_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "jobq: could not release job %lld", (long long) job->id);
+	return true;
 }
 
 /*

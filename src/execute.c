@@ -401,8 +401,9 @@ record_outcome(JobqRunner *runner, JobqJob *job, JobOutcome outcome,
 		case OUTCOME_DONE:
 			if (ctx->request == JOBQ_REQUEST_RELEASE)
 			{
-				jobq_release_job(job, ctx->release_ms);
-				return false;
+				if (jobq_release_job(job, ctx->release_ms))
+					return false;
+				break;			/* released with no attempt left: failed */
 			}
 			if (ctx->request != JOBQ_REQUEST_FAIL)
 				return true;

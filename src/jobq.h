@@ -215,7 +215,7 @@ typedef struct JobqError
 
 extern void jobq_complete_jobs(int64 token, const int64 *ids, int n);
 extern void jobq_attempt_failed(JobqJob *job, const JobqError *err);
-extern void jobq_release_job(JobqJob *job, int64 delay_ms);
+extern bool jobq_release_job(JobqJob *job, int64 delay_ms);
 extern void jobq_discard_job(JobqJob *job);
 extern void jobq_fail_job(JobqJob *job, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
