@@ -66,11 +66,12 @@ wait_workers($node, 2);
 
 sub dispatch
 {
-	my ($job, $name, $step) = @_;
+	my ($job, $name, $step, $opts) = @_;
 	$node->safe_psql('postgres', "CREATE SEQUENCE h_$name; GRANT USAGE ON SEQUENCE h_$name TO clerk;"
 		  . " INSERT INTO armed VALUES ('$name', '$step')");
 	return $node->safe_psql('postgres',
-		"SET ROLE clerk; SELECT jobq.dispatch('$job', '{\"name\": \"$name\", \"step\": \"$step\"}')");
+		"SET ROLE clerk; SELECT jobq.dispatch('$job', '{\"name\": \"$name\", \"step\": \"$step\"}'"
+		  . ($opts // '') . ")");
 }
 
 # exactly one of {job row, failed record}, and the failure handler's effects once
@@ -125,6 +126,27 @@ for my $step ('handler', 'fh', 'insert')
 		"kill -9 at step $step: recorded as a lost worker by recovery");
 	wait_workers($node, 2);
 }
+
+# the crash path follows the same rule: with retry_until ahead, tries => 1
+# does not fail a job whose worker was lost; the lost attempt counts
+# towards max_exceptions, so the next error (the 2nd failed attempt) fails it
+$id = dispatch('doomed', 'deadline', 'handler',
+	", tries => 1, retry_until => now() + interval '1 hour', max_exceptions => 2");
+my $q = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
+  . " AND wait_event = 'PgSleep' AND query = 'jobq job $id: public.doomed'";
+$node->poll_query_until('postgres', "SELECT EXISTS ($q)") or die "job $id never started";
+kill 'KILL', $node->safe_psql('postgres', $q);
+$node->poll_query_until('postgres',
+	"WITH d AS (DELETE FROM armed WHERE name = 'deadline' RETURNING 1) SELECT true")
+  or die "could not disarm";
+wait_for($node, "SELECT count(*) = 1 FROM jobq.failed WHERE job_id = $id",
+	'retry_until and max_exceptions after kill -9: the job is failed');
+is($node->safe_psql('postgres',
+		"SELECT attempts || ' ' || sqlstate || ' ' || exception FROM jobq.failed WHERE job_id = $id"),
+	'2 P0001 doomed deadline',
+	'retried after the lost attempt despite tries => 1, failed by its 2nd failed attempt');
+is($node->safe_psql('postgres', "SELECT count(*) FROM fh_done WHERE name = 'deadline'"),
+	'1', 'its failure handler ran once');
 
 $node->stop;
 done_testing();
