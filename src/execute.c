@@ -17,7 +17,11 @@
  *
  * A job that fails rolls back alone; its failure (retry with backoff, or
  * move to the failed store) is written in the same outer transaction, so a
- * job's effects and its completion commit together or not at all.
+ * job's effects and its completion commit together or not at all.  What
+ * the handler asked for (jobq.release(), jobq.fail(), see lifecycle.c) is
+ * carried out when it returns (record_outcome), and a job's failure handler
+ * runs the same way as its handler, in a subtransaction of the transaction
+ * that records the failure (jobq_run_failure_handler, from complete.c).
  *
  * How long finished jobs wait for their commit is bounded: before starting
  * the next job, the transaction is committed if it is older than
@@ -251,7 +255,9 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 				err->detail = clean_error_text(edata->message);
 			}
 			else if (runner == NULL)
-				 /* failure handler: its error is kept, whatever the cause */ ;
+			{
+				/* a failure handler: its error is kept, whatever the cause */
+			}
 			else if (runner->stop_is_shutdown && *runner->stop_is_shutdown)
 				outcome = OUTCOME_INTERRUPTED;
 			else if (runner->stop_requested && *runner->stop_requested)

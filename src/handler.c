@@ -9,7 +9,9 @@
  * schema-qualified; workers resolve the stored name again, so a handler
  * replaced with CREATE OR REPLACE (or dropped and created again) is picked
  * up without restarting anything.  The worker's cache is flushed whenever
- * pg_proc, pg_namespace or role membership changes.
+ * pg_proc, pg_namespace or role membership changes.  Failure handlers
+ * (jobq.register's on_failure, taking (jsonb, jsonb)) are resolved and
+ * cached the same way, keyed by name and number of arguments.
  *
  * Copyright (c) 2026, jobq developers
  *
