@@ -87,19 +87,6 @@ CREATE INDEX failed_queue_idx ON jobq.failed
 CREATE INDEX failed_at_idx ON jobq.failed
     USING btree (failed_at);
 
--- security_invoker: a role sees its own failed jobs only (row-level
--- security on jobq.failed, see the end of this script).
-CREATE VIEW jobq.failed_jobs WITH (security_invoker = true) AS
-    SELECT f.id, f.uuid, f.job_id, f.queue, f.job, f.payload, f.attempts,
-           f.exception, f.sqlstate,
-           f.error OPERATOR(pg_catalog.->>) 'detail' AS detail,
-           f.error OPERATOR(pg_catalog.->>) 'hint' AS hint,
-           f.error OPERATOR(pg_catalog.->>) 'context' AS context,
-           f.owner, f.dispatched_at, f.failed_at
-      FROM jobq.failed f;
-
-COMMENT ON VIEW jobq.failed_jobs IS 'jobq: failed jobs, newest last';
-
 -- pg_dump keeps queued and failed jobs and registered handlers.
 SELECT pg_catalog.pg_extension_config_dump('jobq.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('jobq.jobs_id_seq', '');
@@ -119,14 +106,20 @@ CREATE FUNCTION jobq.dispatch(
     available_at pg_catalog.timestamptz DEFAULT NULL,
     tries        pg_catalog.int4 DEFAULT NULL,
     timeout      pg_catalog.interval DEFAULT NULL,
-    backoff      pg_catalog.interval DEFAULT NULL)
+    backoff      pg_catalog.interval DEFAULT NULL,
+    retry_until  pg_catalog.timestamptz DEFAULT NULL,
+    max_exceptions pg_catalog.int4 DEFAULT NULL,
+    backoff_schedule pg_catalog.interval[] DEFAULT NULL,
+    backoff_exponential pg_catalog.bool DEFAULT NULL,
+    connection   pg_catalog.text DEFAULT NULL)
 RETURNS pg_catalog.int8
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_dispatch';
 
 COMMENT ON FUNCTION jobq.dispatch(pg_catalog.text, pg_catalog.jsonb, pg_catalog.text,
     pg_catalog.interval, pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.interval,
-    pg_catalog.interval)
+    pg_catalog.interval, pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.interval[],
+    pg_catalog.bool, pg_catalog.text)
     IS 'Queue a job: its handler will run with the payload as the calling role';
 
 CREATE FUNCTION jobq.register(
@@ -134,14 +127,21 @@ CREATE FUNCTION jobq.register(
     queue   pg_catalog.text DEFAULT NULL,
     tries   pg_catalog.int4 DEFAULT NULL,
     timeout pg_catalog.interval DEFAULT NULL,
-    backoff pg_catalog.interval DEFAULT NULL)
+    backoff pg_catalog.interval DEFAULT NULL,
+    retry_for pg_catalog.interval DEFAULT NULL,
+    max_exceptions pg_catalog.int4 DEFAULT NULL,
+    backoff_schedule pg_catalog.interval[] DEFAULT NULL,
+    backoff_exponential pg_catalog.bool DEFAULT NULL,
+    on_failure pg_catalog.text DEFAULT NULL,
+    delete_when_missing_models pg_catalog.bool DEFAULT NULL)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_register';
 
 COMMENT ON FUNCTION jobq.register(pg_catalog.text, pg_catalog.text, pg_catalog.int4,
-    pg_catalog.interval, pg_catalog.interval)
-    IS 'Declare the default queue, tries, timeout and backoff of a job handler';
+    pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.int4,
+    pg_catalog.interval[], pg_catalog.bool, pg_catalog.text, pg_catalog.bool)
+    IS 'Declare the defaults of a job handler: queue, tries, timeout, backoff, deadline, failure handler';
 
 CREATE FUNCTION jobq.unregister(job pg_catalog.text)
 RETURNS pg_catalog.bool
@@ -157,6 +157,132 @@ AS 'MODULE_PATHNAME', 'jobq_work';
 
 COMMENT ON PROCEDURE jobq.work(pg_catalog.text[], pg_catalog.int4, pg_catalog.bool)
     IS 'Run jobs in this session (like queue:work), committing after each batch';
+
+--------------------------------------------------------------------------
+-- ==== job lifecycle: deadlines, exceptions, releases, sync, closures, failure handlers ====
+--------------------------------------------------------------------------
+
+-- Registered defaults (copied into each job at dispatch, like the others).
+ALTER TABLE jobq.handlers
+    ADD COLUMN retry_for pg_catalog.interval,
+    ADD COLUMN max_exceptions pg_catalog.int4
+        CHECK (max_exceptions OPERATOR(pg_catalog.>=) 0),
+    ADD COLUMN backoff_schedule pg_catalog.interval[],
+    ADD COLUMN backoff_exponential pg_catalog.bool,
+    ADD COLUMN on_failure pg_catalog.text,          -- schema.fn(payload jsonb, error jsonb)
+    ADD COLUMN delete_when_missing_models pg_catalog.bool;
+
+ALTER TABLE jobq.jobs
+    ADD COLUMN retry_until pg_catalog.timestamptz,  -- NULL: tries decides
+    ADD COLUMN max_exceptions pg_catalog.int4
+        CHECK (max_exceptions OPERATOR(pg_catalog.>=) 0),
+    ADD COLUMN exceptions pg_catalog.int4 NOT NULL DEFAULT 0
+        CHECK (exceptions OPERATOR(pg_catalog.>=) 0),  -- failed attempts (not releases)
+    ADD COLUMN backoff_schedule pg_catalog.interval[],
+    ADD COLUMN backoff_exponential pg_catalog.bool NOT NULL DEFAULT false,
+    ADD COLUMN on_failure pg_catalog.text,
+    ADD COLUMN delete_when_missing_models pg_catalog.bool NOT NULL DEFAULT false;
+
+ALTER TABLE jobq.failed
+    ADD COLUMN exceptions pg_catalog.int4,
+    ADD COLUMN retry_until pg_catalog.timestamptz,
+    ADD COLUMN max_exceptions pg_catalog.int4,     -- options kept for jobq.retry()
+    ADD COLUMN backoff_schedule pg_catalog.interval[],
+    ADD COLUMN backoff_exponential pg_catalog.bool,
+    ADD COLUMN delete_when_missing_models pg_catalog.bool,
+    ADD COLUMN on_failure pg_catalog.text,
+    ADD COLUMN on_failure_error pg_catalog.jsonb;  -- the failure handler's own error
+
+-- The DBA's view of the failed store.  security_invoker: a role sees its
+-- own failed jobs only (row-level security on jobq.failed, see the end of
+-- this script).
+CREATE VIEW jobq.failed_jobs WITH (security_invoker = true) AS
+    SELECT f.id, f.uuid, f.job_id, f.queue, f.job, f.payload, f.attempts,
+           f.exception, f.sqlstate,
+           f.error OPERATOR(pg_catalog.->>) 'detail' AS detail,
+           f.error OPERATOR(pg_catalog.->>) 'hint' AS hint,
+           f.error OPERATOR(pg_catalog.->>) 'context' AS context,
+           f.owner, f.dispatched_at, f.failed_at,
+           f.on_failure_error
+      FROM jobq.failed f;
+
+COMMENT ON VIEW jobq.failed_jobs IS 'jobq: failed jobs, newest last';
+
+-- From inside a running handler.
+CREATE FUNCTION jobq.release(delay pg_catalog.interval DEFAULT '0')
+RETURNS void
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'jobq_release_current';
+
+COMMENT ON FUNCTION jobq.release(pg_catalog.interval)
+    IS 'From inside a running job: put it back on its queue after the delay when the handler returns';
+
+CREATE FUNCTION jobq.fail(message pg_catalog.text)
+RETURNS void
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'jobq_fail_current';
+
+COMMENT ON FUNCTION jobq.fail(pg_catalog.text)
+    IS 'From inside a running job: fail it for good, without retrying';
+
+CREATE FUNCTION jobq.current_job()
+RETURNS pg_catalog.jsonb
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED
+AS 'MODULE_PATHNAME', 'jobq_current_job';
+
+COMMENT ON FUNCTION jobq.current_job()
+    IS 'From inside a running job: its id, queue, job, attempt, tries, dispatch and start times';
+
+-- Synchronous dispatch: the handler runs now, in the caller's transaction.
+CREATE FUNCTION jobq.dispatch_now(
+    job     pg_catalog.text,
+    payload pg_catalog.jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_dispatch_now';
+
+COMMENT ON FUNCTION jobq.dispatch_now(pg_catalog.text, pg_catalog.jsonb)
+    IS 'Run a job handler now, in this transaction, as the calling role; its error propagates';
+
+-- Queued closures: the handler of jobs dispatched by jobq.dispatch_sql.
+-- It runs, like any handler, as the role that dispatched the job.
+CREATE FUNCTION jobq.run_sql(payload pg_catalog.jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    -- the dispatcher's search_path, for the rest of this job only
+    PERFORM pg_catalog.set_config('search_path',
+        payload OPERATOR(pg_catalog.->>) 'search_path', true);
+    EXECUTE payload OPERATOR(pg_catalog.->>) 'sql';
+END
+$$;
+
+COMMENT ON FUNCTION jobq.run_sql(pg_catalog.jsonb)
+    IS 'Handler of jobs dispatched with jobq.dispatch_sql: runs payload->>''sql''';
+
+CREATE FUNCTION jobq.dispatch_sql(
+    sql          pg_catalog.text,
+    queue        pg_catalog.text DEFAULT NULL,
+    delay        pg_catalog.interval DEFAULT NULL,
+    available_at pg_catalog.timestamptz DEFAULT NULL,
+    tries        pg_catalog.int4 DEFAULT NULL,
+    timeout      pg_catalog.interval DEFAULT NULL,
+    backoff      pg_catalog.interval DEFAULT NULL,
+    retry_until  pg_catalog.timestamptz DEFAULT NULL,
+    max_exceptions pg_catalog.int4 DEFAULT NULL,
+    backoff_schedule pg_catalog.interval[] DEFAULT NULL,
+    backoff_exponential pg_catalog.bool DEFAULT NULL,
+    connection   pg_catalog.text DEFAULT NULL)
+RETURNS pg_catalog.int8
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_dispatch_sql';
+
+COMMENT ON FUNCTION jobq.dispatch_sql(pg_catalog.text, pg_catalog.text, pg_catalog.interval,
+    pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.interval, pg_catalog.interval,
+    pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.interval[], pg_catalog.bool,
+    pg_catalog.text)
+    IS 'Queue a SQL text as a job (a queued closure), run as the calling role';
 
 --------------------------------------------------------------------------
 -- Privileges: anyone may dispatch jobs that run as themselves; the tables

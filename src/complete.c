@@ -3,13 +3,19 @@
  * complete.c
  *		The outcomes of an attempt, written in the transaction that ran it:
  *		completed jobs are deleted, failed attempts are retried after their
- *		backoff, and jobs whose tries are used up move to the failed store.
+ *		backoff, released jobs are put back in place, jobs whose data is
+ *		missing are deleted quietly, and jobs that may not be attempted
+ *		again (lifecycle.c decides) move to the failed store, after their
+ *		failure handler ran.
  *
  * Each function runs one prepared statement on the caller's SPI
  * connection.  The caller holds the rows' locks and runs as the extension
  * owner.  Moving a job to the failed store is a single statement that
  * deletes the job and inserts its failed record, so a job is always in
- * exactly one of the two tables.
+ * exactly one of the two tables; the failure handler runs just before it,
+ * in the same transaction, so it runs exactly once for each failed record
+ * that commits (a crash in between rolls both back, and the recovery of
+ * the job runs it again).
  *
  * Every outcome is announced as a job event (events.c): the statements
  * return the id, queue, job and attempt of the rows they change, and the
@@ -36,6 +42,8 @@ static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr complete_events_plan = NULL;	/* ... returning the rows */
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
+static SPIPlanPtr release_plan = NULL;
+static SPIPlanPtr discard_plan = NULL;
 
 /* the error, as jsonb, built from parameters $n .. $n+4 */
 #define ERROR_JSONB(a, b, c, d, e) \
@@ -60,7 +68,7 @@ void
 jobq_complete_reset_plans(void)
 {
 	SPIPlanPtr *plans[] = {&complete_plan, &complete_events_plan, &retry_plan,
-	&fail_plan};
+	&fail_plan, &release_plan, &discard_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -139,11 +147,11 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 }
 
 /*
- * Make a job available again after backoff_ms, keeping its attempts, and
- * remember the error that made it fail.
+ * Make a job available again after backoff_ms, keeping its attempts,
+ * counting the failed attempt and remembering the error that made it fail.
  */
-void
-jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err)
+static void
+retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 {
 	Datum		values[7];
 	char		nulls[7] = "       ";
@@ -158,7 +166,9 @@ jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 								  "   SET reserved_by = NULL, reserved_at = NULL,"
 								  "       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
 								  "         pg_catalog.make_interval(secs => $2 OPERATOR(pg_catalog./) 1000.0),"
-								  "       last_error = " ERROR_JSONB(3, 4, 5, 6, 7)
+								  "       last_error = " ERROR_JSONB(3, 4, 5, 6, 7) ","
+								  "       exceptions = pg_catalog.int4smaller(exceptions, 2147483646)"
+								  "         OPERATOR(pg_catalog.+) 1"
 								  " WHERE id OPERATOR(pg_catalog.=) $1"
 								  " RETURNING id, queue, job, attempts",
 								  7, types);
@@ -172,34 +182,139 @@ jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 }
 
 /*
- * Move a job to the failed store: delete it and insert its failed record in
- * one statement.
+ * An attempt failed (error, timeout, worker lost): retry after the backoff
+ * if the retry rule allows it, else fail the job for good.
  */
 void
-jobq_fail_job(int64 id, const JobqError *err)
+jobq_attempt_failed(JobqJob *job, const JobqError *err)
 {
-	Datum		values[6];
-	char		nulls[6] = "      ";
+	int64		delay_ms = jobq_backoff_for(job);
+
+	if (jobq_may_try_again(job, delay_ms, true))
+		retry_job(job->id, delay_ms, err);
+	else
+		jobq_fail_job(job, err);
+}
+
+/*
+ * The handler called jobq.release(delay) and returned: put the job back in
+ * place (same row and id, attempts kept, its effects committed with this),
+ * available after the delay; or, if the retry rule allows no further
+ * attempt, fail it.  Returns false if it failed the job.
+ */
+bool
+jobq_release_job(JobqJob *job, int64 delay_ms)
+{
+	Datum		values[2];
+
+	if (!jobq_may_try_again(job, delay_ms, false))
+	{
+		JobqError	err;
+
+		memset(&err, 0, sizeof(err));
+		strlcpy(err.sqlstate, "JQ002", sizeof(err.sqlstate));
+		if (job->retry_until != 0)
+			err.message = psprintf("job %lld was released past its retry_until",
+								   (long long) job->id);
+		else
+			err.message = psprintf("job %lld was released on its last attempt (%d of %d)",
+								   (long long) job->id, job->attempts, job->tries);
+		err.detail = "The job called jobq.release() but may not be attempted again.";
+		jobq_fail_job(job, &err);
+		return false;
+	}
+	if (release_plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, INT8OID};
+
+		release_plan = prepare_kept(
+									"UPDATE jobq.jobs"
+									"   SET reserved_by = NULL, reserved_at = NULL,"
+									"       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+									"         pg_catalog.make_interval(secs => $2 OPERATOR(pg_catalog./) 1000.0)"
+									" WHERE id OPERATOR(pg_catalog.=) $1"
+									" RETURNING id, queue, job, attempts",
+									2, types);
+	}
+	values[0] = Int64GetDatum(job->id);
+	values[1] = Int64GetDatum(Max(delay_ms, 0));
+	if (SPI_execute_plan(release_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "jobq: could not release job %lld", (long long) job->id);
+	jobq_events_from_spi(JOBQ_EVENT_RELEASED, NULL);
+	return true;
+}
+
+/*
+ * The job's data is missing (P0002) and it was registered with
+ * delete_when_missing_models: delete it quietly, with no failed record and
+ * no failure handler.
+ */
+void
+jobq_discard_job(JobqJob *job)
+{
+	Datum		values[1];
+
+	if (discard_plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		discard_plan = prepare_kept("DELETE FROM jobq.jobs WHERE id OPERATOR(pg_catalog.=) $1"
+									" RETURNING id, queue, job, attempts",
+									1, types);
+	}
+	values[0] = Int64GetDatum(job->id);
+	if (SPI_execute_plan(discard_plan, values, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "jobq: could not delete job %lld", (long long) job->id);
+	jobq_events_from_spi(JOBQ_EVENT_DELETED, NULL);
+}
+
+/*
+ * Fail a job for good: run its failure handler (if it has one), then delete
+ * the job and insert its failed record in one statement, keeping the
+ * failure handler's own error, if it raised one, beside the job's.
+ */
+void
+jobq_fail_job(JobqJob *job, const JobqError *err)
+{
+	Datum		values[11];
+	char		nulls[11];
+	JobqError	fh_err;
+
+	memset(nulls, ' ', sizeof(nulls));
+	memset(&fh_err, 0, sizeof(fh_err));
+	if (job->on_failure != NULL &&
+		!jobq_run_failure_handler(job, err, &fh_err))
+		error_params(&fh_err, values, nulls, 6);
+	else
+		for (int i = 6; i < 11; i++)
+			nulls[i] = 'n';
 
 	if (fail_plan == NULL)
 	{
-		Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID};
+		Oid			types[11] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 
 		fail_plan = prepare_kept(
 								 "WITH j AS (DELETE FROM jobq.jobs"
 								 "            WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
 								 " INSERT INTO jobq.failed"
 								 "   (job_id, queue, job, payload, owner, attempts, tries, timeout,"
-								 "    backoff, dispatched_at, failed_at, exception, sqlstate, error)"
+								 "    backoff, dispatched_at, failed_at, exception, sqlstate, error,"
+								 "    exceptions, retry_until, on_failure, on_failure_error,"
+								 "    max_exceptions, backoff_schedule, backoff_exponential,"
+								 "    delete_when_missing_models)"
 								 " SELECT j.id, j.queue, j.job, j.payload, j.owner, j.attempts,"
 								 "   j.tries, j.timeout, j.backoff, j.created_at, pg_catalog.clock_timestamp(), $3, $2,"
-								 "   " ERROR_JSONB(2, 3, 4, 5, 6)
+								 "   " ERROR_JSONB(2, 3, 4, 5, 6) ","
+								 "   j.exceptions, j.retry_until, j.on_failure,"
+								 "   CASE WHEN $7 IS NOT NULL THEN " ERROR_JSONB(7, 8, 9, 10, 11) " END,"
+								 "   j.max_exceptions, j.backoff_schedule, j.backoff_exponential,"
+								 "   j.delete_when_missing_models"
 								 " FROM j"
 								 " RETURNING job_id, queue, job, attempts",
-								 6, types);
+								 11, types);
 	}
-	values[0] = Int64GetDatum(id);
+	values[0] = Int64GetDatum(job->id);
 	error_params(err, values, nulls, 1);
 	/* the failed store always has a message and a SQLSTATE */
 	if (nulls[2] == 'n')
@@ -208,6 +323,7 @@ jobq_fail_job(int64 id, const JobqError *err)
 		nulls[2] = ' ';
 	}
 	if (SPI_execute_plan(fail_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "jobq: could not move job %lld to the failed store", (long long) id);
+		elog(ERROR, "jobq: could not move job %lld to the failed store",
+			 (long long) job->id);
 	jobq_events_from_spi(JOBQ_EVENT_FAILED, err);
 }

@@ -28,12 +28,15 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_proc.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "parser/parser.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
@@ -43,6 +46,7 @@
 #include "jobq.h"
 
 PG_FUNCTION_INFO_V1(jobq_dispatch);
+PG_FUNCTION_INFO_V1(jobq_dispatch_sql);
 PG_FUNCTION_INFO_V1(jobq_register);
 PG_FUNCTION_INFO_V1(jobq_unregister);
 
@@ -134,85 +138,232 @@ compute_available_at(bool has_delay, Interval *delay,
 }
 
 /*
- * jobq.dispatch(job text, payload jsonb DEFAULT '{}', queue text DEFAULT NULL,
- *				 delay interval DEFAULT NULL, available_at timestamptz DEFAULT NULL,
- *				 tries int DEFAULT NULL, timeout interval DEFAULT NULL,
- *				 backoff interval DEFAULT NULL) RETURNS bigint
+ * Arguments of jobq.dispatch(job, payload, <options>) and of
+ * jobq.dispatch_sql(sql, <options>): the options are the same, in the same
+ * order, starting at DISPATCH_OPTS or DISPATCH_SQL_OPTS.
  */
-Datum
-jobq_dispatch(PG_FUNCTION_ARGS)
+#define DISPATCH_OPTS			2
+#define DISPATCH_SQL_OPTS		1
+#define OPT_QUEUE				0
+#define OPT_DELAY				1
+#define OPT_AVAILABLE_AT		2
+#define OPT_TRIES				3
+#define OPT_TIMEOUT				4
+#define OPT_BACKOFF				5
+#define OPT_RETRY_UNTIL			6
+#define OPT_MAX_EXCEPTIONS		7
+#define OPT_BACKOFF_SCHEDULE	8
+#define OPT_BACKOFF_EXPONENTIAL 9
+#define OPT_CONNECTION			10
+#define NOPTS					11
+
+void
+jobq_check_max_exceptions(int32 n)
 {
-	char	   *job;
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_exceptions must not be negative"),
+				 errhint("Use max_exceptions => 0 (or leave it out) for no limit.")));
+}
+
+/*
+ * A backoff schedule: a non-empty one-dimensional array of at most
+ * JOBQ_MAX_BACKOFF_STEPS intervals, each a valid backoff.
+ */
+void
+jobq_check_backoff_schedule(ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("backoff_schedule must be a one-dimensional array")));
+	deconstruct_array(arr, INTERVALOID, sizeof(Interval), false,
+					  TYPALIGN_DOUBLE, &elems, &nulls, &n);
+	if (n == 0 || n > JOBQ_MAX_BACKOFF_STEPS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("backoff_schedule must have 1 to %d intervals",
+						JOBQ_MAX_BACKOFF_STEPS),
+				 errhint("For example backoff_schedule => '{1 s, 10 s, 1 min}': one wait per attempt, the last repeating.")));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("backoff_schedule must not contain nulls")));
+		jobq_check_backoff(DatumGetIntervalP(elems[i]));
+	}
+}
+
+/*
+ * Check the backoff options of a call: a schedule replaces backoff and
+ * backoff_exponential, so it cannot come with them.
+ */
+static void
+check_backoff_options(FunctionCallInfo fcinfo, int backoff, int schedule,
+					  int exponential)
+{
+	if (!PG_ARGISNULL(backoff))
+		jobq_check_backoff(PG_GETARG_INTERVAL_P(backoff));
+	if (!PG_ARGISNULL(schedule))
+	{
+		jobq_check_backoff_schedule(PG_GETARG_ARRAYTYPE_P(schedule));
+		if (!PG_ARGISNULL(backoff) || !PG_ARGISNULL(exponential))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("backoff_schedule cannot be combined with backoff or backoff_exponential"),
+					 errhint("Give one interval per attempt in the schedule, or a base backoff to double.")));
+	}
+}
+
+/* Is the connection argument 'sync'?  NULL and 'database' queue the job. */
+static bool
+sync_connection(FunctionCallInfo fcinfo, int arg)
+{
+	char	   *conn;
+
+	if (PG_ARGISNULL(arg))
+		return false;
+	conn = text_to_cstring(PG_GETARG_TEXT_PP(arg));
+	if (strcmp(conn, "sync") == 0)
+		return true;
+	if (strcmp(conn, "database") == 0)
+		return false;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown connection \"%s\"", conn),
+			 errhint("Use connection => 'sync' to run the job now, or leave it out to queue it.")));
+	return false;				/* keep the compiler quiet */
+}
+
+/*
+ * Dispatch a job (handler name job_text, payload) with the options of the
+ * call starting at argument o.  Returns the new job's id, or sets *ran_sync
+ * if connection => 'sync' ran it at once.
+ */
+static int64
+dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
+			 Datum payload, bool *ran_sync)
+{
 	char	   *canonical;
+	Oid			fnoid;
 	Oid			owner = GetUserId();
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[13];
+	char		nulls[13];
 	TimestampTz available_at;
 	bool		isnull;
+	bool		own_backoff;
 	int64		id;
 
-	if (PG_ARGISNULL(0))
+	*ran_sync = false;
+	if (!PG_ARGISNULL(o + OPT_QUEUE))
+		jobq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(o + OPT_QUEUE)));
+	available_at = compute_available_at(!PG_ARGISNULL(o + OPT_DELAY),
+										PG_ARGISNULL(o + OPT_DELAY) ? NULL :
+										PG_GETARG_INTERVAL_P(o + OPT_DELAY),
+										!PG_ARGISNULL(o + OPT_AVAILABLE_AT),
+										PG_ARGISNULL(o + OPT_AVAILABLE_AT) ? 0 :
+										PG_GETARG_TIMESTAMPTZ(o + OPT_AVAILABLE_AT));
+	if (!PG_ARGISNULL(o + OPT_TRIES))
+		jobq_check_tries(PG_GETARG_INT32(o + OPT_TRIES));
+	if (!PG_ARGISNULL(o + OPT_TIMEOUT))
+		jobq_check_timeout(PG_GETARG_INTERVAL_P(o + OPT_TIMEOUT));
+	check_backoff_options(fcinfo, o + OPT_BACKOFF, o + OPT_BACKOFF_SCHEDULE,
+						  o + OPT_BACKOFF_EXPONENTIAL);
+	if (!PG_ARGISNULL(o + OPT_RETRY_UNTIL) &&
+		TIMESTAMP_NOT_FINITE(PG_GETARG_TIMESTAMPTZ(o + OPT_RETRY_UNTIL)))
 		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job must not be null"),
-				 errhint("Name the handler: a function or procedure taking one jsonb argument.")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("payload must not be null"),
-				 errhint("Pass '{}' for a job without data.")));
-	if (!PG_ARGISNULL(2))
-		jobq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	available_at = compute_available_at(!PG_ARGISNULL(3),
-										PG_ARGISNULL(3) ? NULL : PG_GETARG_INTERVAL_P(3),
-										!PG_ARGISNULL(4),
-										PG_ARGISNULL(4) ? 0 : PG_GETARG_TIMESTAMPTZ(4));
-	if (!PG_ARGISNULL(5))
-		jobq_check_tries(PG_GETARG_INT32(5));
-	if (!PG_ARGISNULL(6))
-		jobq_check_timeout(PG_GETARG_INTERVAL_P(6));
-	if (!PG_ARGISNULL(7))
-		jobq_check_backoff(PG_GETARG_INTERVAL_P(7));
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retry_until must be a finite time"),
+				 errhint("Leave it out to let tries decide.")));
+	if (!PG_ARGISNULL(o + OPT_MAX_EXCEPTIONS))
+		jobq_check_max_exceptions(PG_GETARG_INT32(o + OPT_MAX_EXCEPTIONS));
 
-	job = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	(void) jobq_resolve_handler(job, &canonical, true);
+	fnoid = jobq_resolve_handler(job_text, &canonical, true);
 
-	/* $1 job, $2 payload, $3 queue, $4 owner, $5 tries, $6 timeout,
-	 * $7 backoff, $8 available_at */
-	values[0] = CStringGetTextDatum(canonical);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	values[3] = ObjectIdGetDatum(owner);
-	values[4] = PG_GETARG_DATUM(5);
-	values[5] = PG_GETARG_DATUM(6);
-	values[6] = PG_GETARG_DATUM(7);
-	values[7] = TimestampTzGetDatum(available_at);
+	if (sync_connection(fcinfo, o + OPT_CONNECTION))
+	{
+		if (!PG_ARGISNULL(o + OPT_DELAY) || !PG_ARGISNULL(o + OPT_AVAILABLE_AT))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a job run with connection 'sync' cannot be delayed")));
+		jobq_dispatch_sync(canonical, fnoid, payload,
+						   PG_ARGISNULL(o + OPT_TIMEOUT) ? NULL :
+						   PG_GETARG_INTERVAL_P(o + OPT_TIMEOUT));
+		*ran_sync = true;
+		return 0;
+	}
+
+	/*
+	 * The backoff options of a dispatch replace the registered ones as a
+	 * whole, so that a registered schedule does not hide a backoff given
+	 * here.
+	 */
+	own_backoff = !PG_ARGISNULL(o + OPT_BACKOFF) ||
+		!PG_ARGISNULL(o + OPT_BACKOFF_SCHEDULE) ||
+		!PG_ARGISNULL(o + OPT_BACKOFF_EXPONENTIAL);
+
+	/*
+	 * $1 job, $2 payload, $3 queue, $4 owner, $5 tries, $6 timeout, $7
+	 * backoff, $8 available_at, $9 retry_until, $10 max_exceptions, $11
+	 * backoff_schedule, $12 backoff_exponential, $13 own_backoff
+	 */
 	memset(nulls, ' ', sizeof(nulls));
-	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
-	nulls[4] = PG_ARGISNULL(5) ? 'n' : ' ';
-	nulls[5] = PG_ARGISNULL(6) ? 'n' : ' ';
-	nulls[6] = PG_ARGISNULL(7) ? 'n' : ' ';
+	values[0] = CStringGetTextDatum(canonical);
+	values[1] = payload;
+	values[3] = ObjectIdGetDatum(owner);
+	values[7] = TimestampTzGetDatum(available_at);
+	values[12] = BoolGetDatum(own_backoff);
+	{
+		/* the options copied as they are: (parameter, option) */
+		static const int copied[][2] = {
+			{2, OPT_QUEUE}, {4, OPT_TRIES}, {5, OPT_TIMEOUT}, {6, OPT_BACKOFF},
+			{8, OPT_RETRY_UNTIL}, {9, OPT_MAX_EXCEPTIONS},
+			{10, OPT_BACKOFF_SCHEDULE}, {11, OPT_BACKOFF_EXPONENTIAL}};
+
+		for (int i = 0; i < lengthof(copied); i++)
+		{
+			int			arg = o + copied[i][1];
+
+			values[copied[i][0]] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
+			nulls[copied[i][0]] = PG_ARGISNULL(arg) ? 'n' : ' ';
+		}
+	}
 
 	SPI_connect();
 	if (insert_plan == NULL)
 	{
-		Oid			types[8] = {TEXTOID, JSONBOID, TEXTOID, OIDOID, INT4OID,
-		INTERVALOID, INTERVALOID, TIMESTAMPTZOID};
+		Oid			types[13] = {TEXTOID, JSONBOID, TEXTOID, OIDOID, INT4OID,
+			INTERVALOID, INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID,
+		INTERVALARRAYOID, BOOLOID, BOOLOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO jobq.jobs"
 						   "  (job, payload, queue, owner, tries, timeout, backoff,"
-						   "   available_at, created_at)"
+						   "   available_at, created_at, retry_until, max_exceptions,"
+						   "   backoff_schedule, backoff_exponential, on_failure,"
+						   "   delete_when_missing_models)"
 						   " SELECT $1, $2,"
 						   "   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
 						   "   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
-						   "   COALESCE($7, h.backoff), $8, pg_catalog.clock_timestamp()"
+						   "   CASE WHEN $13 THEN $7 ELSE h.backoff END,"
+						   "   $8, pg_catalog.clock_timestamp(),"
+						   "   COALESCE($9, pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) h.retry_for),"
+						   "   NULLIF(COALESCE($10, h.max_exceptions), 0),"
+						   "   CASE WHEN $13 THEN $11 ELSE h.backoff_schedule END,"
+						   "   COALESCE(CASE WHEN $13 THEN $12 ELSE h.backoff_exponential END, false),"
+						   "   h.on_failure, COALESCE(h.delete_when_missing_models, false)"
 						   " FROM (SELECT) AS one"
 						   " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
 						   " RETURNING id, queue",
-						   8, types);
+						   13, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed: %s",
 				 SPI_result_code_string(SPI_result));
@@ -237,12 +388,122 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	jobq_wake_at_commit();
+	return id;
+}
+
+/*
+ * jobq.dispatch(job text, payload jsonb DEFAULT '{}', queue text, delay
+ *				 interval, available_at timestamptz, tries int, timeout interval,
+ *				 backoff interval, retry_until timestamptz, max_exceptions int,
+ *				 backoff_schedule interval[], backoff_exponential boolean,
+ *				 connection text) RETURNS bigint
+ *
+ * Returns the job's id; NULL with connection => 'sync' (no job row).
+ */
+Datum
+jobq_dispatch(PG_FUNCTION_ARGS)
+{
+	bool		ran_sync;
+	int64		id;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job must not be null"),
+				 errhint("Name the handler: a function or procedure taking one jsonb argument.")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be null"),
+				 errhint("Pass '{}' for a job without data.")));
+	id = dispatch_job(fcinfo, DISPATCH_OPTS,
+					  text_to_cstring(PG_GETARG_TEXT_PP(0)),
+					  PG_GETARG_DATUM(1), &ran_sync);
+	if (ran_sync)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(id);
+}
+
+static void
+sql_error_callback(void *arg)
+{
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery((const char *) arg);
+	}
+}
+
+/*
+ * jobq.dispatch_sql(sql text, <the options of jobq.dispatch>) RETURNS
+ * bigint: a queued closure.  The SQL text must parse and contain at least
+ * one statement; it runs (jobq.run_sql) as the dispatching role with the
+ * dispatcher's search_path.
+ */
+Datum
+jobq_dispatch_sql(PG_FUNCTION_ARGS)
+{
+	char	   *sql;
+	List	   *stmts;
+	bool		ran_sync;
+	int64		id;
+	Datum		payload;
+	StringInfoData buf;
+	ErrorContextCallback errcb;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("sql must not be null")));
+	sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	/* a syntax error points into the SQL text, not into the caller's query */
+	errcb.callback = sql_error_callback;
+	errcb.arg = sql;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	error_context_stack = errcb.previous;
+	if (stmts == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sql must contain a statement"),
+				 errhint("For example jobq.dispatch_sql('DELETE FROM app.sessions WHERE expires < now()').")));
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"sql\": ");
+	escape_json(&buf, sql);
+	appendStringInfoString(&buf, ", \"search_path\": ");
+	escape_json(&buf, namespace_search_path);
+	appendStringInfoChar(&buf, '}');
+	payload = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+
+	id = dispatch_job(fcinfo, DISPATCH_SQL_OPTS, "jobq.run_sql", payload,
+					  &ran_sync);
+	if (ran_sync)
+		PG_RETURN_NULL();
 	PG_RETURN_INT64(id);
 }
 
 /*
- * jobq.register(job text, queue text DEFAULT NULL, tries int DEFAULT NULL,
- *				 timeout interval DEFAULT NULL, backoff interval DEFAULT NULL)
+ * jobq.register's arguments after the first five (job, queue, tries,
+ * timeout, backoff).
+ */
+#define REGISTER_ARG_RETRY_FOR			5
+#define REGISTER_ARG_MAX_EXCEPTIONS		6
+#define REGISTER_ARG_BACKOFF_SCHEDULE	7
+#define REGISTER_ARG_BACKOFF_EXPONENTIAL 8
+#define REGISTER_ARG_ON_FAILURE			9
+#define REGISTER_ARG_DELETE_WHEN_MISSING 10
+#define REGISTER_NARGS					11
+
+/*
+ * jobq.register(job text, queue text, tries int, timeout interval, backoff
+ *				 interval, retry_for interval, max_exceptions int,
+ *				 backoff_schedule interval[], backoff_exponential boolean,
+ *				 on_failure text, delete_when_missing_models boolean)
  *
  * Declares a handler's defaults, like the properties of a Laravel job
  * class.  Replaces all of them: an omitted one means "no default".  Only
@@ -255,8 +516,8 @@ jobq_register(PG_FUNCTION_ARGS)
 	Oid			fnoid;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[5];
-	char		nulls[5];
+	Datum		values[REGISTER_NARGS];
+	char		nulls[REGISTER_NARGS];
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -268,8 +529,14 @@ jobq_register(PG_FUNCTION_ARGS)
 		jobq_check_tries(PG_GETARG_INT32(2));
 	if (!PG_ARGISNULL(3))
 		jobq_check_timeout(PG_GETARG_INTERVAL_P(3));
-	if (!PG_ARGISNULL(4))
-		jobq_check_backoff(PG_GETARG_INTERVAL_P(4));
+	check_backoff_options(fcinfo, 4, REGISTER_ARG_BACKOFF_SCHEDULE,
+						  REGISTER_ARG_BACKOFF_EXPONENTIAL);
+	if (!PG_ARGISNULL(REGISTER_ARG_RETRY_FOR))
+		(void) checked_interval_ms(PG_GETARG_INTERVAL_P(REGISTER_ARG_RETRY_FOR),
+								   "retry_for", 1,
+								   (int64) JOBQ_MAX_DELAY_SECS * 1000);
+	if (!PG_ARGISNULL(REGISTER_ARG_MAX_EXCEPTIONS))
+		jobq_check_max_exceptions(PG_GETARG_INT32(REGISTER_ARG_MAX_EXCEPTIONS));
 
 	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 								 &canonical, false);
@@ -281,26 +548,44 @@ jobq_register(PG_FUNCTION_ARGS)
 
 	values[0] = CStringGetTextDatum(canonical);
 	memset(nulls, ' ', sizeof(nulls));
-	for (int i = 1; i < 5; i++)
+	for (int i = 1; i < REGISTER_NARGS; i++)
 	{
-		values[i] = PG_GETARG_DATUM(i);
+		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
+	}
+	if (!PG_ARGISNULL(REGISTER_ARG_ON_FAILURE))
+	{
+		char	   *fh;
+
+		(void) jobq_resolve_failure_handler(text_to_cstring(PG_GETARG_TEXT_PP(REGISTER_ARG_ON_FAILURE)),
+											&fh);
+		values[REGISTER_ARG_ON_FAILURE] = CStringGetTextDatum(fh);
 	}
 
 	SPI_connect();
 	if (register_plan == NULL)
 	{
-		Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID, INTERVALOID};
+		Oid			types[REGISTER_NARGS] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID,
+			INTERVALOID, INTERVALOID, INT4OID, INTERVALARRAYOID, BOOLOID, TEXTOID,
+		BOOLOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO jobq.handlers AS h"
-						   "  (job, queue, tries, timeout, backoff, registered_at)"
-						   " VALUES ($1, $2, $3, $4, $5, pg_catalog.now())"
+						   "  (job, queue, tries, timeout, backoff, retry_for, max_exceptions,"
+						   "   backoff_schedule, backoff_exponential, on_failure,"
+						   "   delete_when_missing_models, registered_at)"
+						   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, pg_catalog.now())"
 						   " ON CONFLICT (job) DO UPDATE SET"
 						   "  queue = excluded.queue, tries = excluded.tries,"
 						   "  timeout = excluded.timeout, backoff = excluded.backoff,"
+						   "  retry_for = excluded.retry_for,"
+						   "  max_exceptions = excluded.max_exceptions,"
+						   "  backoff_schedule = excluded.backoff_schedule,"
+						   "  backoff_exponential = excluded.backoff_exponential,"
+						   "  on_failure = excluded.on_failure,"
+						   "  delete_when_missing_models = excluded.delete_when_missing_models,"
 						   "  registered_at = excluded.registered_at",
-						   5, types);
+						   REGISTER_NARGS, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed");
 		SPI_keepplan(plan);

@@ -17,7 +17,11 @@
  *
  * A job that fails rolls back alone; its failure (retry with backoff, or
  * move to the failed store) is written in the same outer transaction, so a
- * job's effects and its completion commit together or not at all.
+ * job's effects and its completion commit together or not at all.  What
+ * the handler asked for (jobq.release(), jobq.fail(), see lifecycle.c) is
+ * carried out when it returns (record_outcome), and a job's failure handler
+ * runs the same way as its handler, in a subtransaction of the transaction
+ * that records the failure (jobq_run_failure_handler, from complete.c).
  *
  * How long finished jobs wait for their commit is bounded: before starting
  * the next job, the transaction is committed if it is older than
@@ -102,8 +106,8 @@ clean_error_text(const char *s)
 	return copy;
 }
 
-static void
-error_from_edata(JobqError *err, ErrorData *edata)
+void
+jobq_error_from_edata(JobqError *err, ErrorData *edata)
 {
 	memset(err, 0, sizeof(JobqError));
 	strlcpy(err->sqlstate, unpack_sql_state(edata->sqlerrcode),
@@ -120,10 +124,8 @@ error_from_edata(JobqError *err, ErrorData *edata)
  * flushed on any change to pg_proc or roles (handler.c).
  */
 static void
-check_owner_can_run(JobqJob *job)
+check_owner_can_run(JobqJob *job, JobqHandler *h)
 {
-	JobqHandler *h = job->handler;
-
 	if (h->acl_role == job->owner && h->acl_ok)
 		return;
 	h->acl_role = InvalidOid;
@@ -135,7 +137,9 @@ check_owner_can_run(JobqJob *job)
 	if (pg_proc_aclcheck(h->fn_oid, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for job handler %s", job->job),
+				 errmsg("permission denied for %s %s",
+						h->key.nargs == 1 ? "job handler" : "failure handler",
+						h->key.name),
 				 errdetail("Role %s no longer has EXECUTE on it.",
 						   GetUserNameFromId(job->owner, false))));
 	h->acl_role = job->owner;
@@ -143,12 +147,16 @@ check_owner_can_run(JobqJob *job)
 }
 
 /*
- * Run one job's handler in a subtransaction.  On error, fills *err and
- * rolls the subtransaction back; the outer transaction stays usable.
+ * Call a job's handler (h = job->handler, args: the payload) or its failure
+ * handler (args: payload, error) in a subtransaction, as the job's owner,
+ * under its timeout, with *ctx as the running job's context.  On error,
+ * fills *err and rolls the subtransaction back; the outer transaction stays
+ * usable.  runner is NULL for a failure handler run by recovery.
  */
 static JobOutcome
-run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
-		MemoryContext job_cxt, bool *timed_out)
+invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
+	   JobqContext *ctx, JobqError *err, MemoryContext job_cxt,
+	   bool *timed_out)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -157,26 +165,30 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 	uint32		save_cancel_holdoff = QueryCancelHoldoffCount;
 	volatile TimestampTz started = GetCurrentTimestamp();
 	volatile JobOutcome outcome = OUTCOME_DONE;
+	int			nargs = h->key.nargs;
 
 	*timed_out = false;
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(job_cxt);
+	jobq_context_push(ctx, job, nargs == 2);
 
 	PG_TRY();
 	{
-		JobqHandler *h = job->handler;
 		int			gucnest;
-		LOCAL_FCINFO(fcinfo, 1);
+		LOCAL_FCINFO(fcinfo, 2);
 
 		jobq_handler_resolve(h);
 		if (!OidIsValid(h->fn_oid))
 			ereport(ERROR,
 					(errcode(ERRCODE_JOBQ_HANDLER_MISSING),
-					 errmsg("job handler %s(jsonb) does not exist", job->job),
+					 nargs == 1 ?
+					 errmsg("job handler %s(jsonb) does not exist", job->job) :
+					 errmsg("failure handler %s(jsonb, jsonb) does not exist",
+							job->on_failure),
 					 errhint("It was dropped or renamed after the job was dispatched.")));
-		check_owner_can_run(job);
+		check_owner_can_run(job, h);
 
 		SetUserIdAndSecContext(job->owner,
 							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -184,10 +196,13 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		gucnest = NewGUCNestLevel();
 		PushActiveSnapshot(GetTransactionSnapshot());
 
-		InitFunctionCallInfoData(*fcinfo, &h->flinfo, 1, InvalidOid,
+		InitFunctionCallInfoData(*fcinfo, &h->flinfo, nargs, InvalidOid,
 								 NULL, NULL);
-		fcinfo->args[0].value = PointerGetDatum(job->payload);
-		fcinfo->args[0].isnull = false;
+		for (int i = 0; i < nargs; i++)
+		{
+			fcinfo->args[i].value = args[i];
+			fcinfo->args[i].isnull = false;
+		}
 
 		/* a cancel that arrived between jobs is not meant for this one */
 		QueryCancelPending = false;
@@ -209,11 +224,13 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		AtEOXact_GUC(false, gucnest);
 		SetUserIdAndSecContext(save_userid, save_sec);
 		ReleaseCurrentSubTransaction();
+		jobq_context_pop(ctx);
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
+		jobq_context_pop(ctx);
 		QueryCancelHoldoffCount = save_cancel_holdoff;
 		jobq_in_handler = false;
 		if (job->timeout_ms > 0)
@@ -225,7 +242,7 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		RollbackAndReleaseCurrentSubTransaction();
 		QueryCancelPending = false;
 
-		error_from_edata(err, edata);
+		jobq_error_from_edata(err, edata);
 		outcome = OUTCOME_ERROR;
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
@@ -236,6 +253,10 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 				*timed_out = true;
 				err->message = psprintf("job timed out after %d ms", job->timeout_ms);
 				err->detail = clean_error_text(edata->message);
+			}
+			else if (runner == NULL)
+			{
+				/* a failure handler: its error is kept, whatever the cause */
 			}
 			else if (runner->stop_is_shutdown && *runner->stop_is_shutdown)
 				outcome = OUTCOME_INTERRUPTED;
@@ -264,7 +285,6 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		long		secs;
 		int			usecs;
 		double		ms;
-		JobqHandler *h = job->handler;
 
 		TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
 		ms = secs * 1000.0 + usecs / 1000.0;
@@ -337,17 +357,92 @@ relock_jobs(int64 token, JobqJob *jobs, int from, int to)
 }
 
 /*
- * Record the failure of an attempt: retry after the backoff while tries
- * remain (tries = 0: unlimited), else move the job to the failed store.
+ * Run one job's handler; see invoke().  *ctx returns what the handler
+ * asked for (jobq.release(), jobq.fail()).
  */
-static void
-record_failure(JobqRunner *runner, JobqJob *job, JobqError *err)
+static JobOutcome
+run_one(JobqRunner *runner, JobqJob *job, JobqContext *ctx, JobqError *err,
+		MemoryContext job_cxt, bool *timed_out)
 {
-	if (job->tries == 0 || job->attempts < job->tries)
-		jobq_retry_job(job->id, job->backoff_ms, err);
-	else
-		jobq_fail_job(job->id, err);
+	Datum		args[1];
+
+	args[0] = PointerGetDatum(job->payload);
+	return invoke(runner, job, job->handler, args, ctx, err, job_cxt,
+				  timed_out);
+}
+
+/*
+ * Run a job's failure handler, fn(payload jsonb, error jsonb), as the job's
+ * owner in a subtransaction of the transaction that records the failure
+ * (complete.c).  Returns false, with its error in *fh_err, if it raised.
+ */
+bool
+jobq_run_failure_handler(JobqJob *job, const JobqError *err, JobqError *fh_err)
+{
+	Datum		args[2];
+	JobqContext ctx;
+	bool		timed_out;
+
+	args[0] = PointerGetDatum(job->payload);
+	args[1] = PointerGetDatum(jobq_error_jsonb(err));
+	/* in the caller's memory, which holds *fh_err too */
+	return invoke(NULL, job, jobq_failure_handler_get(job->on_failure),
+				  args, &ctx, fh_err, CurrentMemoryContext,
+				  &timed_out) == OUTCOME_DONE;
+}
+
+/*
+ * The outcome of an attempt that ended (complete.c does the writing).
+ * Returns true if the job completed.
+ */
+static bool
+record_outcome(JobqRunner *runner, JobqJob *job, JobOutcome outcome,
+			   JobqContext *ctx, JobqError *err, bool timed_out)
+{
+	switch (outcome)
+	{
+		case OUTCOME_DONE:
+			if (ctx->request == JOBQ_REQUEST_RELEASE)
+			{
+				if (jobq_release_job(job, ctx->release_ms))
+					return false;
+				break;			/* released with no attempt left: failed */
+			}
+			if (ctx->request != JOBQ_REQUEST_FAIL)
+				return true;
+			memset(err, 0, sizeof(JobqError));
+			strlcpy(err->sqlstate, "JQ004", sizeof(err->sqlstate));
+			err->message = ctx->fail_message;
+			err->detail = "The job called jobq.fail().";
+			jobq_fail_job(job, err);
+			break;
+		case OUTCOME_ERROR:
+			if (ctx->request == JOBQ_REQUEST_FAIL)
+				jobq_fail_job(job, err);	/* no retry, as asked */
+			else if (strcmp(err->sqlstate, "P0002") == 0)
+			{
+				/* no_data_found: the job's data is gone */
+				if (job->delete_when_missing)
+				{
+					jobq_discard_job(job);
+					return false;
+				}
+				jobq_fail_job(job, err);
+			}
+			else
+			{
+				if (timed_out && !jobq_may_try_again(job, 0, true))
+					err->hint = "Raise the job's timeout, or make the handler faster.";
+				jobq_attempt_failed(job, err);
+			}
+			break;
+		case OUTCOME_INTERRUPTED:
+			/* not the job's fault: take the attempt back */
+			jobq_unreserve(runner->token, job, 1, true);
+			return false;
+	}
 	jobq_slot_count(runner->slot, job->queue, false);
+	return false;
 }
 
 /*
@@ -379,6 +474,7 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 		{
 			JobqJob    *job = &jobs[i];
 			JobqError	err;
+			JobqContext ctx;
 			bool		timed_out;
 			bool		slow;
 			JobOutcome	outcome;
@@ -434,15 +530,12 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 				job->announced = true;
 			}
 
-			/* attempts already beyond tries: fail without running */
-			if (job->tries > 0 && job->attempts > job->tries)
+			/* past its deadline or its tries: fail without running */
+			if (!jobq_precheck(job, &err))
 			{
-				memset(&err, 0, sizeof(err));
-				strlcpy(err.sqlstate, "JQ002", sizeof(err.sqlstate));
-				err.message = psprintf("job %lld has been attempted too many times (%d of %d)",
-									   (long long) job->id, job->attempts, job->tries);
-				jobq_fail_job(job->id, &err);
+				jobq_fail_job(job, &err);
 				jobq_slot_count(runner->slot, job->queue, false);
+				MemoryContextReset(job_cxt);
 				continue;
 			}
 
@@ -455,25 +548,14 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 						 (long long) job->id, job->job);
 				pgstat_report_activity(STATE_RUNNING, activity);
 			}
-			outcome = run_one(runner, job, &err, job_cxt, &timed_out);
+			outcome = run_one(runner, job, &ctx, &err, job_cxt, &timed_out);
 			jobq_slot_set_job(runner->slot, 0);
 			runner->jobs_run++;
 
-			switch (outcome)
+			if (record_outcome(runner, job, outcome, &ctx, &err, timed_out))
 			{
-				case OUTCOME_DONE:
-					done_ids[ndone++] = job->id;
-					jobq_slot_count(runner->slot, job->queue, true);
-					break;
-				case OUTCOME_ERROR:
-					if (timed_out && job->tries > 0 && job->attempts >= job->tries)
-						err.hint = "Raise the job's timeout, or make the handler faster.";
-					record_failure(runner, job, &err);
-					break;
-				case OUTCOME_INTERRUPTED:
-					/* not the job's fault: take the attempt back */
-					jobq_unreserve(runner->token, job, 1, true);
-					break;
+				done_ids[ndone++] = job->id;
+				jobq_slot_count(runner->slot, job->queue, true);
 			}
 			MemoryContextReset(job_cxt);
 		}

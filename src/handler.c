@@ -9,7 +9,9 @@
  * schema-qualified; workers resolve the stored name again, so a handler
  * replaced with CREATE OR REPLACE (or dropped and created again) is picked
  * up without restarting anything.  The worker's cache is flushed whenever
- * pg_proc, pg_namespace or role membership changes.
+ * pg_proc, pg_namespace or role membership changes.  Failure handlers
+ * (jobq.register's on_failure, taking (jsonb, jsonb)) are resolved and
+ * cached the same way, keyed by name and number of arguments.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -91,17 +93,75 @@ parse_handler_name(const char *job)
 }
 
 /*
- * Look up name(jsonb) among functions and procedures.
+ * Look up name(jsonb) (nargs = 1) or name(jsonb, jsonb) (nargs = 2) among
+ * functions and procedures.
  */
 static Oid
-lookup_routine(List *names)
+lookup_routine(List *names, int nargs)
 {
 	ObjectWithArgs *owa = makeNode(ObjectWithArgs);
 
 	owa->objname = names;
-	owa->objargs = list_make1(makeTypeNameFromOid(JSONBOID, -1));
+	owa->objargs = NIL;
+	for (int i = 0; i < nargs; i++)
+		owa->objargs = lappend(owa->objargs, makeTypeNameFromOid(JSONBOID, -1));
 	owa->args_unspecified = false;
 	return LookupFuncWithArgs(OBJECT_ROUTINE, owa, true);
+}
+
+/* Is this pg_proc row usable as a handler taking nargs jsonb arguments? */
+static bool
+usable_routine(HeapTuple tup, int nargs)
+{
+	Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+
+	return proc->pronargs == nargs && !proc->proretset &&
+		heap_attisnull(tup, Anum_pg_proc_proargmodes, NULL) &&
+		(proc->prokind == PROKIND_FUNCTION ||
+		 proc->prokind == PROKIND_PROCEDURE);
+}
+
+/*
+ * Resolve a failure handler name (jobq.register's on_failure) as the
+ * current user would: a function or procedure taking (payload jsonb, error
+ * jsonb).  Returns its OID and, in *canonical, its schema-qualified name.
+ */
+Oid
+jobq_resolve_failure_handler(const char *fn, char **canonical)
+{
+	List	   *names;
+	Oid			fnoid;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	bool		ok;
+
+	if (strchr(fn, '(') != NULL || fn[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid failure handler name \"%s\"", fn),
+				 errhint("Name a function taking (payload jsonb, error jsonb), e.g. 'app.invoice_failed'.")));
+	names = stringToQualifiedNameList(fn);
+	fnoid = lookup_routine(names, 2);
+	if (!OidIsValid(fnoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("failure handler %s(jsonb, jsonb) does not exist",
+						NameListToString(names)),
+				 errhint("Create a function taking (payload jsonb, error jsonb), or schema-qualify the name.")));
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fnoid);
+	ok = usable_routine(tup, 2);
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	*canonical = quote_qualified_identifier(get_namespace_name(proc->pronamespace),
+											NameStr(proc->proname));
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s cannot be a failure handler", format_procedure(fnoid)),
+				 errdetail("A failure handler takes (payload jsonb, error jsonb), has no output arguments and does not return a set.")));
+	return fnoid;
 }
 
 /*
@@ -119,7 +179,7 @@ jobq_resolve_handler(const char *job, char **canonical, bool check_execute)
 	HeapTuple	tup;
 	Form_pg_proc proc;
 
-	fnoid = lookup_routine(names);
+	fnoid = lookup_routine(names, 1);
 	if (!OidIsValid(fnoid))
 	{
 		FuncCandidateList others;
@@ -207,11 +267,11 @@ jobq_handler_cache_init(void)
 	handler_cxt = AllocSetContextCreate(TopMemoryContext, "jobq handlers",
 										ALLOCSET_DEFAULT_SIZES);
 	memset(&ctl, 0, sizeof(ctl));
-	ctl.keysize = sizeof(((JobqHandler *) 0)->name);
+	ctl.keysize = sizeof(JobqHandlerKey);
 	ctl.entrysize = sizeof(JobqHandler);
 	ctl.hcxt = handler_cxt;
 	handler_cache = hash_create("jobq handlers", 64, &ctl,
-								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	/*
 	 * The cache is rebuilt after every catalog change, but the callbacks
@@ -250,17 +310,19 @@ handler_cache_refresh(void)
  * job's subtransaction (jobq_handler_resolve).  Call between jobs: it may
  * flush the cache.
  */
-JobqHandler *
-jobq_handler_get(const char *job)
+static JobqHandler *
+handler_lookup(const char *name, int nargs)
 {
 	JobqHandler *h;
 	bool		found;
-	char		key[sizeof(((JobqHandler *) 0)->name)];
+	JobqHandlerKey key;
 
 	handler_cache_refresh();
 
-	strlcpy(key, job, sizeof(key));
-	h = hash_search(handler_cache, key, HASH_ENTER, &found);
+	memset(&key, 0, sizeof(key));
+	strlcpy(key.name, name, sizeof(key.name));
+	key.nargs = nargs;
+	h = hash_search(handler_cache, &key, HASH_ENTER, &found);
 	if (!found)
 	{
 		h->resolved = false;
@@ -271,6 +333,22 @@ jobq_handler_get(const char *job)
 		h->avg_ms = -1;
 	}
 	return h;
+}
+
+JobqHandler *
+jobq_handler_get(const char *job)
+{
+	return handler_lookup(job, 1);
+}
+
+/*
+ * The cache entry of a failure handler (on_failure), taking (jsonb, jsonb).
+ * Call between jobs, like jobq_handler_get.
+ */
+JobqHandler *
+jobq_failure_handler_get(const char *fn)
+{
+	return handler_lookup(fn, 2);
 }
 
 /*
@@ -289,8 +367,8 @@ jobq_handler_resolve(JobqHandler *h)
 	if (h->resolved)
 		return;
 
-	names = stringToQualifiedNameList(h->name);
-	fnoid = lookup_routine(names);
+	names = stringToQualifiedNameList(h->key.name);
+	fnoid = lookup_routine(names, h->key.nargs);
 	if (OidIsValid(fnoid))
 	{
 		tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fnoid));
@@ -298,10 +376,7 @@ jobq_handler_resolve(JobqHandler *h)
 		{
 			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
 
-			if (proc->pronargs == 1 && !proc->proretset &&
-				heap_attisnull(tup, Anum_pg_proc_proargmodes, NULL) &&
-				(proc->prokind == PROKIND_FUNCTION ||
-				 proc->prokind == PROKIND_PROCEDURE))
+			if (usable_routine(tup, h->key.nargs))
 			{
 				fmgr_info_cxt(fnoid, &h->flinfo, handler_cxt);
 				h->fn_oid = fnoid;

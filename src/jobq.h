@@ -28,6 +28,12 @@
  *	complete.c	those outcomes, each also announced by events.c (NOTIFY).
  *	failed.c	jobq.retry(), jobq.forget(), jobq.flush() and pruning of
  *				the failed store.
+ *	lifecycle.c	what a running handler sees and asks for (current_job(),
+ *				release(), fail()), the one rule that decides whether a job
+ *				is attempted again, and backoff schedules.
+ *	complete.c	the outcomes of an attempt: delete, retry, release in
+ *				place, quiet delete, move to the failed store (running the
+ *				failure handler first).
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -47,6 +53,8 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "access/htup.h"
+#include "access/tupdesc.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
 
@@ -54,12 +62,15 @@
 #define ERRCODE_JOBQ_WORKER_LOST		MAKE_SQLSTATE('J','Q','0','0','1')
 #define ERRCODE_JOBQ_TOO_MANY_ATTEMPTS	MAKE_SQLSTATE('J','Q','0','0','2')
 #define ERRCODE_JOBQ_HANDLER_MISSING	MAKE_SQLSTATE('J','Q','0','0','3')
+#define ERRCODE_JOBQ_FAILED_BY_HANDLER	MAKE_SQLSTATE('J','Q','0','0','4')
 
 /* Limits of what dispatch accepts (documented in README.md) */
 #define JOBQ_MAX_QUEUE_NAME_LEN		63	/* bytes, like an identifier */
 #define JOBQ_MAX_DELAY_SECS			(366 * SECS_PER_DAY)
 #define JOBQ_MAX_TIMEOUT_MS			(7 * SECS_PER_DAY * 1000)
 #define JOBQ_MAX_BATCH				1000	/* jobq.batch_size's maximum */
+#define JOBQ_MAX_BACKOFF_STEPS		100 /* elements of a backoff_schedule */
+#define JOBQ_MAX_EXP_BACKOFF_MS		((int64) SECS_PER_DAY * 1000)	/* cap */
 
 /* ---- GUCs (init.c) ---- */
 extern char *jobq_database;
@@ -213,9 +224,15 @@ extern void jobq_launcher_register_latch(void);
 /* ---- handlers (handler.c) ---- */
 
 /* A handler resolved for execution in a worker (cached per process). */
+typedef struct JobqHandlerKey
+{
+	char		name[264];		/* the stored job (or on_failure) text */
+	int			nargs;			/* 1: job handler, 2: failure handler */
+} JobqHandlerKey;
+
 typedef struct JobqHandler
 {
-	char		name[264];		/* hash key: the stored job text */
+	JobqHandlerKey key;			/* hash key */
 	bool		resolved;		/* looked up since the cache was last flushed */
 	Oid			fn_oid;			/* InvalidOid if it could not be resolved */
 	bool		is_procedure;
@@ -228,6 +245,8 @@ typedef struct JobqHandler
 extern Oid	jobq_resolve_handler(const char *job, char **canonical,
 								 bool check_execute);
 extern JobqHandler *jobq_handler_get(const char *job);
+extern JobqHandler *jobq_failure_handler_get(const char *fn);
+extern Oid	jobq_resolve_failure_handler(const char *fn, char **canonical);
 extern void jobq_handler_resolve(JobqHandler *h);
 extern void jobq_handler_cache_init(void);
 
@@ -245,7 +264,17 @@ typedef struct JobqJob
 	int32		tries;			/* effective: 0 means unlimited */
 	int32		timeout_ms;		/* effective: 0 means none */
 	int64		backoff_ms;		/* effective */
+	int64	   *backoff_steps;	/* backoff_schedule in ms, or NULL */
+	int			nbackoff_steps;
+	bool		backoff_exponential;
+	TimestampTz retry_until;	/* 0: none (tries decides) */
+	int32		max_exceptions; /* 0: no limit */
+	int32		exceptions;		/* failed attempts before this one */
+	char	   *on_failure;		/* failure handler, or NULL */
+	bool		delete_when_missing;	/* P0002 deletes the job quietly */
+	bool		sync;			/* run by dispatch_now: no row */
 	TimestampTz created_at;
+	TimestampTz reserved_at;	/* when this attempt began */
 	TimestampTz sort_key;		/* available_at: FIFO order in a queue */
 	JobqHandler *handler;		/* resolved by execute.c */
 	bool		started;		/* handler invoked in this attempt */
@@ -278,8 +307,10 @@ typedef struct JobqError
 } JobqError;
 
 extern void jobq_complete_jobs(int64 token, const int64 *ids, int n);
-extern void jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err);
-extern void jobq_fail_job(int64 id, const JobqError *err);
+extern void jobq_attempt_failed(JobqJob *job, const JobqError *err);
+extern bool jobq_release_job(JobqJob *job, int64 delay_ms);
+extern void jobq_discard_job(JobqJob *job);
+extern void jobq_fail_job(JobqJob *job, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
 
 /* ---- events over NOTIFY (events.c) ---- */
@@ -319,6 +350,39 @@ typedef struct JobqRunner JobqRunner;
 
 extern void jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs);
 extern bool jobq_handler_is_slow(const JobqHandler *h);
+extern bool jobq_run_failure_handler(JobqJob *job, const JobqError *err,
+									 JobqError *fh_err);
+extern void jobq_error_from_edata(JobqError *err, ErrorData *edata);
+
+/* ---- the running job and the retry rule (lifecycle.c) ---- */
+
+typedef enum JobqRequest
+{
+	JOBQ_REQUEST_NONE = 0,
+	JOBQ_REQUEST_RELEASE,		/* jobq.release(delay) */
+	JOBQ_REQUEST_FAIL			/* jobq.fail(message) */
+} JobqRequest;
+
+/* What a running handler sees (current_job()) and asked for. */
+typedef struct JobqContext
+{
+	JobqJob    *job;
+	bool		failure_handler;	/* running the job's on_failure */
+	TimestampTz started_at;
+	JobqRequest request;
+	int64		release_ms;
+	char	   *fail_message;
+	struct JobqContext *outer;	/* a sync job run from inside a job */
+} JobqContext;
+
+extern void jobq_context_push(JobqContext *ctx, JobqJob *job,
+							  bool failure_handler);
+extern void jobq_context_pop(JobqContext *ctx);
+extern bool jobq_may_try_again(const JobqJob *job, int64 delay_ms,
+							   bool is_exception);
+extern bool jobq_precheck(const JobqJob *job, JobqError *err);
+extern int64 jobq_backoff_for(const JobqJob *job);
+extern Jsonb *jobq_error_jsonb(const JobqError *err);
 
 /* ---- the loop (runner.c) ---- */
 
@@ -398,6 +462,13 @@ extern void jobq_stats_count(Oid dboid, const char *queue, bool done);
 extern void jobq_check_tries(int32 tries);
 extern void jobq_check_timeout(Interval *iv);
 extern void jobq_check_backoff(Interval *iv);
+extern void jobq_check_backoff_schedule(ArrayType *arr);
+extern void jobq_check_max_exceptions(int32 n);
+
+/* ---- synchronous jobs (sync.c) ---- */
+
+extern void jobq_dispatch_sync(const char *job, Oid fnoid, Datum payload,
+							   Interval *timeout);
 
 /* ---- helpers ---- */
 

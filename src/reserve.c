@@ -22,8 +22,9 @@
  * 4. A reservation whose token's lock can be taken belongs to a process that
  *	  is gone.  jobq_recover_lost() (run by every worker at start, when any
  *	  process leaves the registry, and every few seconds) makes such jobs
- *	  available again, attempt counted, or moves them to the failed store if
- *	  their tries are used up.
+ *	  available again, attempt counted, or moves them to the failed store
+ *	  (running their failure handler) if the retry rule (lifecycle.c)
+ *	  allows no further attempt: the same rule as for any failed attempt.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -154,6 +155,75 @@ effective_tries(bool isnull, Datum d)
 	return isnull ? jobq_tries : DatumGetInt32(d);
 }
 
+/*
+ * The columns of a job that execution needs, in the order
+ * job_from_tuple() reads them.
+ */
+#define JOB_COLUMNS \
+	"id, queue, job, payload, owner::pg_catalog.oid, attempts, tries, timeout," \
+	" backoff, created_at, available_at, retry_until, max_exceptions, exceptions," \
+	" backoff_schedule, backoff_exponential, on_failure, delete_when_missing_models," \
+	" reserved_at"
+
+/*
+ * Fill *j from a row of JOB_COLUMNS, copying into cxt and applying the
+ * workers' defaults where the row has NULL.
+ */
+static void
+job_from_tuple(JobqJob *j, HeapTuple tup, TupleDesc desc, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		isnull;
+	Datum		d;
+
+	memset(j, 0, sizeof(JobqJob));
+	j->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	j->queue = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	j->job = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
+	j->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+	j->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+	j->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	j->tries = effective_tries(isnull, d);
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	j->timeout_ms = isnull ? jobq_timeout_ms :
+		(int32) Min(jobq_interval_ms(DatumGetIntervalP(d)), JOBQ_MAX_TIMEOUT_MS);
+	d = SPI_getbinval(tup, desc, 9, &isnull);
+	j->backoff_ms = isnull ? jobq_backoff_ms :
+		jobq_interval_ms(DatumGetIntervalP(d));
+	j->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
+	/* available_at, only to restore FIFO order */
+	j->sort_key = DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull));
+	d = SPI_getbinval(tup, desc, 12, &isnull);
+	j->retry_until = isnull ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(tup, desc, 13, &isnull);
+	j->max_exceptions = isnull ? 0 : DatumGetInt32(d);
+	j->exceptions = DatumGetInt32(SPI_getbinval(tup, desc, 14, &isnull));
+	d = SPI_getbinval(tup, desc, 15, &isnull);
+	if (!isnull)
+	{
+		ArrayType  *arr = DatumGetArrayTypeP(d);
+		Datum	   *elems;
+		bool	   *enulls;
+		int			n;
+
+		deconstruct_array(arr, INTERVALOID, sizeof(Interval), false,
+						  TYPALIGN_DOUBLE, &elems, &enulls, &n);
+		j->backoff_steps = palloc(sizeof(int64) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+			j->backoff_steps[i] = enulls[i] ? 0 :
+				jobq_interval_ms(DatumGetIntervalP(elems[i]));
+		j->nbackoff_steps = n;
+	}
+	j->backoff_exponential = DatumGetBool(SPI_getbinval(tup, desc, 16, &isnull));
+	d = SPI_getbinval(tup, desc, 17, &isnull);
+	j->on_failure = isnull ? NULL : TextDatumGetCString(d);
+	j->delete_when_missing = DatumGetBool(SPI_getbinval(tup, desc, 18, &isnull));
+	d = SPI_getbinval(tup, desc, 19, &isnull);
+	j->reserved_at = isnull ? 0 : DatumGetTimestampTz(d);
+	MemoryContextSwitchTo(old);
+}
+
 int64
 jobq_interval_ms(Interval *iv)
 {
@@ -179,13 +249,17 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 	int			n = 0;
 	ListCell   *lc;
 
+	/*
+	 * attempts never overflows: it stops at INT_MAX, where jobq_precheck()
+	 * fails the job, so tries = 0 cannot break reservation.
+	 */
 	if (reserve_plan == NULL)
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
 
 		reserve_plan = prepare_kept(
 									"WITH picked AS ("
-									"  SELECT id FROM jobq.jobs"
+									"  SELECT id AS picked_id FROM jobq.jobs"
 									"   WHERE queue OPERATOR(pg_catalog.=) $2"
 									"     AND reserved_by IS NULL"
 									"     AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
@@ -193,14 +267,13 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 									"   LIMIT $3"
 									"   FOR UPDATE SKIP LOCKED)"
 									" UPDATE jobq.jobs j"
-									"    SET attempts = j.attempts OPERATOR(pg_catalog.+) 1,"
+									"    SET attempts = pg_catalog.int4smaller(j.attempts, 2147483646)"
+									"          OPERATOR(pg_catalog.+) 1,"
 									"        reserved_by = $1,"
 									"        reserved_at = pg_catalog.now()"
 									"   FROM picked"
-									"  WHERE j.id OPERATOR(pg_catalog.=) picked.id"
-									" RETURNING j.id, j.queue, j.job, j.payload, j.owner::pg_catalog.oid,"
-									"   j.attempts, j.tries, j.timeout, j.backoff, j.created_at,"
-									"   j.available_at",
+									"  WHERE j.id OPERATOR(pg_catalog.=) picked.picked_id"
+									" RETURNING " JOB_COLUMNS,
 									3, types);
 	}
 
@@ -220,35 +293,8 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 			elog(ERROR, "jobq: reservation failed");
 
 		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			JobqJob    *j = &jobs[n++];
-			MemoryContext old;
-			bool		isnull;
-			Datum		d;
-
-			old = MemoryContextSwitchTo(cxt);
-			memset(j, 0, sizeof(JobqJob));
-			j->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			j->queue = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-			j->job = TextDatumGetCString(SPI_getbinval(tup, desc, 3, &isnull));
-			j->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-			j->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
-			j->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-			d = SPI_getbinval(tup, desc, 7, &isnull);
-			j->tries = effective_tries(isnull, d);
-			d = SPI_getbinval(tup, desc, 8, &isnull);
-			j->timeout_ms = isnull ? jobq_timeout_ms :
-				(int32) Min(jobq_interval_ms(DatumGetIntervalP(d)), JOBQ_MAX_TIMEOUT_MS);
-			d = SPI_getbinval(tup, desc, 9, &isnull);
-			j->backoff_ms = isnull ? jobq_backoff_ms :
-				jobq_interval_ms(DatumGetIntervalP(d));
-			j->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
-			/* available_at, only to restore FIFO order below */
-			j->sort_key = DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull));
-			MemoryContextSwitchTo(old);
-		}
+			job_from_tuple(&jobs[n++], SPI_tuptable->vals[i],
+						   SPI_tuptable->tupdesc, cxt);
 
 		/* UPDATE ... RETURNING does not keep the subquery's order */
 		if (n - first > 1)
@@ -370,7 +416,7 @@ jobq_recover_lost(int64 own_token)
 										" WHERE reserved_by IS NOT NULL",
 										0, NULL);
 		lost_jobs_plan = prepare_kept(
-									  "SELECT id, attempts, tries, backoff FROM jobq.jobs"
+									  "SELECT " JOB_COLUMNS " FROM jobq.jobs"
 									  " WHERE reserved_by OPERATOR(pg_catalog.=) $1"
 									  " ORDER BY id FOR UPDATE SKIP LOCKED",
 									  1, types);
@@ -399,49 +445,27 @@ jobq_recover_lost(int64 own_token)
 		int64		token = *(int64 *) lfirst(lc);
 		Datum		values[1];
 		uint64		nrows;
-		int64	   *ids;
-		bool	   *exhausted;
-		int32	   *attempts;
-		int64	   *backoff;
+		JobqJob    *lost;
 		JobqError	err;
 
 		values[0] = Int64GetDatum(token);
 		if (SPI_execute_plan(lost_jobs_plan, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "jobq: recovery query failed");
 		nrows = SPI_processed;
-		ids = palloc(sizeof(int64) * (nrows + 1));
-		exhausted = palloc(sizeof(bool) * (nrows + 1));
-		attempts = palloc(sizeof(int32) * (nrows + 1));
-		backoff = palloc(sizeof(int64) * (nrows + 1));
+		lost = palloc(sizeof(JobqJob) * (nrows + 1));
 		for (uint64 i = 0; i < nrows; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			Datum		d;
-			int32		tries;
+			job_from_tuple(&lost[i], SPI_tuptable->vals[i],
+						   SPI_tuptable->tupdesc, CurrentMemoryContext);
 
-			ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			attempts[i] = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-			d = SPI_getbinval(tup, desc, 3, &isnull);
-			tries = effective_tries(isnull, d);
-			exhausted[i] = (tries > 0 && attempts[i] >= tries);
-			d = SPI_getbinval(tup, desc, 4, &isnull);
-			backoff[i] = isnull ? jobq_backoff_ms :
-				jobq_interval_ms(DatumGetIntervalP(d));
-		}
-
+		/* a lost attempt is a failed attempt: the same rule applies */
 		for (uint64 i = 0; i < nrows; i++)
 		{
 			memset(&err, 0, sizeof(err));
 			strlcpy(err.sqlstate, "JQ001", sizeof(err.sqlstate));
 			err.message = psprintf("the worker running attempt %d of job %lld was lost",
-								   attempts[i], (long long) ids[i]);
+								   lost[i].attempts, (long long) lost[i].id);
 			err.detail = "The process ended (crash, kill, server restart or error) before the attempt finished.";
-			if (exhausted[i])
-				jobq_fail_job(ids[i], &err);
-			else
-				jobq_retry_job(ids[i], backoff[i], &err);
+			jobq_attempt_failed(&lost[i], &err);
 			recovered++;
 		}
 	}
