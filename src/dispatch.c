@@ -97,6 +97,12 @@ jobq_check_backoff(Interval *iv)
 	(void) checked_interval_ms(iv, "backoff", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
 }
 
+void
+jobq_check_delay(Interval *iv)
+{
+	(void) checked_interval_ms(iv, "delay", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
+}
+
 /*
  * When a job dispatched now with this delay or available_at may first run.
  */
@@ -114,8 +120,7 @@ compute_available_at(bool has_delay, Interval *delay,
 				 errhint("Use delay for a time from now, available_at for a point in time.")));
 	if (has_delay)
 	{
-		(void) checked_interval_ms(delay, "delay", 0,
-								   (int64) JOBQ_MAX_DELAY_SECS * 1000);
+		jobq_check_delay(delay);
 		return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 													   TimestampTzGetDatum(now),
 													   IntervalPGetDatum(delay)));
@@ -134,6 +139,52 @@ compute_available_at(bool has_delay, Interval *delay,
 }
 
 /*
+ * Insert one job row and return its id; the workers are woken when the
+ * transaction commits.  values/nulls are indexed by JobqInsertArg.  Every
+ * way a job begins goes through here (dispatch, the next link of a chain,
+ * a retried chain link).  The caller has SPI connected and runs as the
+ * extension owner; checking the arguments is the caller's business.
+ * Settings left NULL take the handler's registered defaults.
+ */
+int64
+jobq_insert_job(Datum *values, const char *nulls)
+{
+	bool		isnull;
+
+	if (insert_plan == NULL)
+	{
+		Oid			types[JOBQ_INS_NARGS] = {TEXTOID, JSONBOID, TEXTOID, OIDOID,
+			INT4OID, INTERVALOID, INTERVALOID, TIMESTAMPTZOID, INT8OID, JSONBOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("INSERT INTO jobq.jobs"
+						   "  (job, payload, queue, owner, tries, timeout, backoff,"
+						   "   available_at, created_at, chain_id, chain, middleware)"
+						   " SELECT $1, $2,"
+						   "   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
+						   "   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
+						   "   COALESCE($7, h.backoff), $8, pg_catalog.clock_timestamp(),"
+						   "   $9, $10, h.middleware"
+						   " FROM (SELECT) AS one"
+						   " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
+						   " RETURNING id",
+						   JOBQ_INS_NARGS, types);
+		if (plan == NULL)
+			elog(ERROR, "jobq: SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		insert_plan = plan;
+	}
+
+	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "jobq: could not insert the job");
+	jobq_wake_at_commit();
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * jobq.dispatch(job text, payload jsonb DEFAULT '{}', queue text DEFAULT NULL,
  *				 delay interval DEFAULT NULL, available_at timestamptz DEFAULT NULL,
  *				 tries int DEFAULT NULL, timeout interval DEFAULT NULL,
@@ -147,10 +198,9 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	Oid			owner = GetUserId();
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[JOBQ_INS_NARGS];
+	char		nulls[JOBQ_INS_NARGS];
 	TimestampTz available_at;
-	bool		isnull;
 	int64		id;
 
 	if (PG_ARGISNULL(0))
@@ -179,66 +229,42 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	job = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	(void) jobq_resolve_handler(job, &canonical, true);
 
-	/* $1 job, $2 payload, $3 queue, $4 owner, $5 tries, $6 timeout,
-	 * $7 backoff, $8 available_at */
-	values[0] = CStringGetTextDatum(canonical);
-	values[1] = PG_GETARG_DATUM(1);
-	values[2] = PG_GETARG_DATUM(2);
-	values[3] = ObjectIdGetDatum(owner);
-	values[4] = PG_GETARG_DATUM(5);
-	values[5] = PG_GETARG_DATUM(6);
-	values[6] = PG_GETARG_DATUM(7);
-	values[7] = TimestampTzGetDatum(available_at);
+	values[JOBQ_INS_JOB] = CStringGetTextDatum(canonical);
+	values[JOBQ_INS_PAYLOAD] = PG_GETARG_DATUM(1);
+	values[JOBQ_INS_QUEUE] = PG_GETARG_DATUM(2);
+	values[JOBQ_INS_OWNER] = ObjectIdGetDatum(owner);
+	values[JOBQ_INS_TRIES] = PG_GETARG_DATUM(5);
+	values[JOBQ_INS_TIMEOUT] = PG_GETARG_DATUM(6);
+	values[JOBQ_INS_BACKOFF] = PG_GETARG_DATUM(7);
+	values[JOBQ_INS_AVAILABLE_AT] = TimestampTzGetDatum(available_at);
 	memset(nulls, ' ', sizeof(nulls));
-	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
-	nulls[4] = PG_ARGISNULL(5) ? 'n' : ' ';
-	nulls[5] = PG_ARGISNULL(6) ? 'n' : ' ';
-	nulls[6] = PG_ARGISNULL(7) ? 'n' : ' ';
+	nulls[JOBQ_INS_QUEUE] = PG_ARGISNULL(2) ? 'n' : ' ';
+	nulls[JOBQ_INS_TRIES] = PG_ARGISNULL(5) ? 'n' : ' ';
+	nulls[JOBQ_INS_TIMEOUT] = PG_ARGISNULL(6) ? 'n' : ' ';
+	nulls[JOBQ_INS_BACKOFF] = PG_ARGISNULL(7) ? 'n' : ' ';
+	nulls[JOBQ_INS_CHAIN_ID] = 'n';
+	nulls[JOBQ_INS_CHAIN] = 'n';
 
 	SPI_connect();
-	if (insert_plan == NULL)
-	{
-		Oid			types[8] = {TEXTOID, JSONBOID, TEXTOID, OIDOID, INT4OID,
-		INTERVALOID, INTERVALOID, TIMESTAMPTZOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("INSERT INTO jobq.jobs"
-						   "  (job, payload, queue, owner, tries, timeout, backoff,"
-						   "   available_at, created_at)"
-						   " SELECT $1, $2,"
-						   "   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
-						   "   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
-						   "   COALESCE($7, h.backoff), $8, pg_catalog.clock_timestamp()"
-						   " FROM (SELECT) AS one"
-						   " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
-						   " RETURNING id",
-						   8, types);
-		if (plan == NULL)
-			elog(ERROR, "jobq: SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(jobq_extension_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
-		elog(ERROR, "jobq: could not insert the job");
+	id = jobq_insert_job(values, nulls);
 	SetUserIdAndSecContext(save_userid, save_sec);
-
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									 SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 
-	jobq_wake_at_commit();
 	PG_RETURN_INT64(id);
 }
 
+/* jobq.register's arguments, by position */
+#define REGISTER_ARG_JOB			0
+#define REGISTER_ARG_MIDDLEWARE		5
+#define REGISTER_NARGS				6
+
 /*
  * jobq.register(job text, queue text DEFAULT NULL, tries int DEFAULT NULL,
- *				 timeout interval DEFAULT NULL, backoff interval DEFAULT NULL)
+ *				 timeout interval DEFAULT NULL, backoff interval DEFAULT NULL,
+ *				 middleware jsonb DEFAULT NULL)
  *
  * Declares a handler's defaults, like the properties of a Laravel job
  * class.  Replaces all of them: an omitted one means "no default".  Only
@@ -251,10 +277,10 @@ jobq_register(PG_FUNCTION_ARGS)
 	Oid			fnoid;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[5];
-	char		nulls[5];
+	Datum		values[REGISTER_NARGS];
+	char		nulls[REGISTER_NARGS];
 
-	if (PG_ARGISNULL(0))
+	if (PG_ARGISNULL(REGISTER_ARG_JOB))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job must not be null")));
@@ -266,8 +292,10 @@ jobq_register(PG_FUNCTION_ARGS)
 		jobq_check_timeout(PG_GETARG_INTERVAL_P(3));
 	if (!PG_ARGISNULL(4))
 		jobq_check_backoff(PG_GETARG_INTERVAL_P(4));
+	if (!PG_ARGISNULL(REGISTER_ARG_MIDDLEWARE))
+		jobq_middleware_check(PG_GETARG_JSONB_P(REGISTER_ARG_MIDDLEWARE));
 
-	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(REGISTER_ARG_JOB)),
 								 &canonical, false);
 	if (!pg_proc_ownercheck(fnoid, GetUserId()))
 		ereport(ERROR,
@@ -277,7 +305,7 @@ jobq_register(PG_FUNCTION_ARGS)
 
 	values[0] = CStringGetTextDatum(canonical);
 	memset(nulls, ' ', sizeof(nulls));
-	for (int i = 1; i < 5; i++)
+	for (int i = 1; i < REGISTER_NARGS; i++)
 	{
 		values[i] = PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
@@ -286,17 +314,20 @@ jobq_register(PG_FUNCTION_ARGS)
 	SPI_connect();
 	if (register_plan == NULL)
 	{
-		Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID, INTERVALOID};
+		Oid			types[REGISTER_NARGS] = {TEXTOID, TEXTOID, INT4OID,
+		INTERVALOID, INTERVALOID, JSONBOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO jobq.handlers AS h"
-						   "  (job, queue, tries, timeout, backoff, registered_at)"
-						   " VALUES ($1, $2, $3, $4, $5, pg_catalog.now())"
+						   "  (job, queue, tries, timeout, backoff, middleware,"
+						   "   registered_at)"
+						   " VALUES ($1, $2, $3, $4, $5, $6, pg_catalog.now())"
 						   " ON CONFLICT (job) DO UPDATE SET"
 						   "  queue = excluded.queue, tries = excluded.tries,"
 						   "  timeout = excluded.timeout, backoff = excluded.backoff,"
+						   "  middleware = excluded.middleware,"
 						   "  registered_at = excluded.registered_at",
-						   5, types);
+						   REGISTER_NARGS, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed");
 		SPI_keepplan(plan);

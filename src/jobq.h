@@ -17,8 +17,12 @@
  *				attempts counted and committed) and recovery of reservations
  *				whose worker is gone.
  *	execute.c	the execution transaction: each job runs in a
- *				subtransaction as its owner, under its timeout; completion,
- *				retry or move to the failed store commit with its effects.
+ *				subtransaction as its owner, under its timeout, after its
+ *				middleware (middleware.c) let it through; completion,
+ *				retry or move to the failed store (complete.c) commit with
+ *				its effects.
+ *	chain.c		when a chain link completes, complete.c dispatches the next
+ *				link in the same transaction; a failing link stops the chain.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -155,6 +159,7 @@ typedef struct JobqJob
 	int64		backoff_ms;		/* effective */
 	TimestampTz created_at;
 	TimestampTz sort_key;		/* available_at: FIFO order in a queue */
+	Jsonb	   *middleware;		/* NULL: none (middleware.c) */
 	JobqHandler *handler;		/* resolved by execute.c */
 	bool		started;		/* handler invoked in this attempt */
 	bool		finished;		/* completion recorded in this txn */
@@ -184,9 +189,12 @@ typedef struct JobqError
 } JobqError;
 
 extern void jobq_complete_jobs(int64 token, const int64 *ids, int n);
+extern void jobq_release_job(int64 id, int64 delay_ms, bool refund);
 extern void jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err);
 extern void jobq_fail_job(int64 id, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
+extern struct _SPI_plan *jobq_prepare_kept(const char *sql, int nargs,
+										   Oid *argtypes);
 
 /* ---- execution (execute.c) ---- */
 
@@ -241,11 +249,58 @@ typedef struct JobqWorkerArgs
 	int			index;
 } JobqWorkerArgs;
 
-/* ---- dispatch (dispatch.c): argument checks shared with other entry points ---- */
+/* ---- dispatch (dispatch.c): inserting a job, argument checks ---- */
 
+/* parameters of jobq_insert_job(), by position */
+typedef enum JobqInsertArg
+{
+	JOBQ_INS_JOB,				/* text: canonical handler name */
+	JOBQ_INS_PAYLOAD,			/* jsonb */
+	JOBQ_INS_QUEUE,				/* text, NULL: registered or 'default' */
+	JOBQ_INS_OWNER,				/* oid of the role the job runs as */
+	JOBQ_INS_TRIES,				/* int4, NULL: registered default */
+	JOBQ_INS_TIMEOUT,			/* interval, NULL: registered default */
+	JOBQ_INS_BACKOFF,			/* interval, NULL: registered default */
+	JOBQ_INS_AVAILABLE_AT,		/* timestamptz */
+	JOBQ_INS_CHAIN_ID,			/* int8, NULL: not a chain link */
+	JOBQ_INS_CHAIN,				/* jsonb: the links after this one */
+	JOBQ_INS_NARGS
+} JobqInsertArg;
+
+extern int64 jobq_insert_job(Datum *values, const char *nulls);
+extern void jobq_check_delay(Interval *iv);
 extern void jobq_check_tries(int32 tries);
 extern void jobq_check_timeout(Interval *iv);
 extern void jobq_check_backoff(Interval *iv);
+
+/* ---- chains (chain.c) ---- */
+
+extern void jobq_chain_advance(Oid owner, int64 chain_id, Jsonb *chain);
+extern void jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id,
+							  Jsonb *chain, Jsonb *payload, Jsonb *error);
+
+/* ---- middleware and limiters (middleware.c) ---- */
+
+/* what middleware decided about an attempt */
+typedef enum JobqMiddlewareAction
+{
+	JOBQ_MW_RUN,				/* run the handler */
+	JOBQ_MW_RELEASE,			/* back to the queue after delay_ms */
+	JOBQ_MW_FAIL,				/* fail for good with message */
+	JOBQ_MW_DELETE				/* delete quietly, as if it completed */
+} JobqMiddlewareAction;
+
+typedef struct JobqMiddlewareDecision
+{
+	JobqMiddlewareAction action;
+	int64		delay_ms;		/* JOBQ_MW_RELEASE */
+	bool		refund;			/* JOBQ_MW_RELEASE: attempt not counted */
+	char	   *message;		/* JOBQ_MW_FAIL */
+} JobqMiddlewareDecision;
+
+extern void jobq_middleware_check(Jsonb *middleware);
+extern void jobq_middleware_run(JobqJob *job, JobqMiddlewareDecision *d);
+extern void jobq_limiter_init_hooks(void);
 
 /* ---- helpers ---- */
 
