@@ -16,11 +16,11 @@ PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wmissing-prototypes -Wpointer-arith \
 	-Werror=vla -Wendif-labels -Wformat-security -Wno-declaration-after-statement
 
 # pg_regress: the SQL API, run with CALL jobq.work() on a private instance
-REGRESS = dispatch register work failures security chains
+REGRESS = dispatch register work failures security chains middleware
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation
-ISOLATION = skip_locked
+ISOLATION = skip_locked funnel
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jobq.conf
 
 # TAP: background workers, crashes, timeouts

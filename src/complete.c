@@ -194,6 +194,37 @@ jobq_release_job(int64 id, int64 delay_ms, bool refund)
 }
 
 /*
+ * The outcome of an attempt that its middleware stopped before the handler
+ * ran (middleware.c): released, failed for good, or deleted quietly (which,
+ * like a completion, lets a chain go on).
+ */
+void
+jobq_complete_stopped(int64 token, JobqJob *job)
+{
+	JobqMiddlewareDecision *d = &job->decision;
+	JobqError	err;
+
+	switch (d->action)
+	{
+		case JOBQ_MW_RUN:
+			elog(ERROR, "jobq: job %lld was not stopped", (long long) job->id);
+			break;
+		case JOBQ_MW_RELEASE:
+			jobq_release_job(job->id, d->delay_ms, d->refund);
+			break;
+		case JOBQ_MW_FAIL:
+			memset(&err, 0, sizeof(err));
+			strlcpy(err.sqlstate, "JQ004", sizeof(err.sqlstate));
+			err.message = d->message;
+			jobq_fail_job(job->id, &err);
+			break;
+		case JOBQ_MW_DELETE:
+			jobq_complete_jobs(token, &job->id, 1);
+			break;
+	}
+}
+
+/*
  * Make a job available again after backoff_ms, keeping its attempts, and
  * remember the error that made it fail.
  */

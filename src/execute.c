@@ -67,6 +67,7 @@ typedef enum JobOutcome
 {
 	OUTCOME_DONE,				/* handler returned */
 	OUTCOME_ERROR,				/* handler raised an error */
+	OUTCOME_STOPPED,			/* middleware did not let it run */
 	OUTCOME_INTERRUPTED			/* cancelled by a server shutdown */
 } JobOutcome;
 
@@ -196,7 +197,12 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		jobq_in_handler = true;
 		QueryCancelHoldoffCount = 0;
 
-		(void) FunctionCallInvoke(fcinfo);
+		/* middleware (middleware.c) may stop the job before its handler */
+		jobq_middleware_run(job, &job->decision);
+		if (job->decision.action == JOBQ_MW_RUN)
+			(void) FunctionCallInvoke(fcinfo);
+		else
+			outcome = OUTCOME_STOPPED;
 
 		QueryCancelHoldoffCount = save_cancel_holdoff;
 		jobq_in_handler = false;
@@ -208,7 +214,10 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 		PopActiveSnapshot();
 		AtEOXact_GUC(false, gucnest);
 		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
+		if (outcome == OUTCOME_STOPPED)
+			RollbackAndReleaseCurrentSubTransaction();	/* frees its slots */
+		else
+			ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
@@ -260,6 +269,7 @@ run_one(JobqRunner *runner, JobqJob *job, JobqError *err,
 	CurrentResourceOwner = oldowner;
 
 	/* learn how long this handler takes */
+	if (outcome != OUTCOME_STOPPED)
 	{
 		long		secs;
 		int			usecs;
@@ -453,6 +463,9 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 					if (timed_out && job->tries > 0 && job->attempts >= job->tries)
 						err.hint = "Raise the job's timeout, or make the handler faster.";
 					record_failure(runner, job, &err);
+					break;
+				case OUTCOME_STOPPED:
+					jobq_complete_stopped(runner->token, job);
 					break;
 				case OUTCOME_INTERRUPTED:
 					/* not the job's fault: take the attempt back */

@@ -148,6 +148,7 @@ _PG_init(void)
 		return;
 
 	jobq_shmem_init_hooks();
+	jobq_limiter_init_hooks();
 
 	/* never run jobs while pg_upgrade drives the server */
 	if (!IsBinaryUpgrade)

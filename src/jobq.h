@@ -48,6 +48,7 @@
 #define ERRCODE_JOBQ_WORKER_LOST		MAKE_SQLSTATE('J','Q','0','0','1')
 #define ERRCODE_JOBQ_TOO_MANY_ATTEMPTS	MAKE_SQLSTATE('J','Q','0','0','2')
 #define ERRCODE_JOBQ_HANDLER_MISSING	MAKE_SQLSTATE('J','Q','0','0','3')
+#define ERRCODE_JOBQ_MIDDLEWARE_FAILED	MAKE_SQLSTATE('J','Q','0','0','4')
 
 /* Limits of what dispatch accepts (documented in README.md) */
 #define JOBQ_MAX_QUEUE_NAME_LEN		63	/* bytes, like an identifier */
@@ -143,6 +144,23 @@ extern JobqHandler *jobq_handler_get(const char *job);
 extern void jobq_handler_resolve(JobqHandler *h);
 extern void jobq_handler_cache_init(void);
 
+/* what middleware decided about an attempt */
+typedef enum JobqMiddlewareAction
+{
+	JOBQ_MW_RUN,				/* run the handler */
+	JOBQ_MW_RELEASE,			/* back to the queue after delay_ms */
+	JOBQ_MW_FAIL,				/* fail for good with message */
+	JOBQ_MW_DELETE				/* delete quietly, as if it completed */
+} JobqMiddlewareAction;
+
+typedef struct JobqMiddlewareDecision
+{
+	JobqMiddlewareAction action;
+	int64		delay_ms;		/* JOBQ_MW_RELEASE */
+	bool		refund;			/* JOBQ_MW_RELEASE: attempt not counted */
+	char	   *message;		/* JOBQ_MW_FAIL */
+} JobqMiddlewareDecision;
+
 /* ---- reservation (reserve.c) ---- */
 
 /* One job of a reserved batch, as returned by the reservation query. */
@@ -160,6 +178,7 @@ typedef struct JobqJob
 	TimestampTz created_at;
 	TimestampTz sort_key;		/* available_at: FIFO order in a queue */
 	Jsonb	   *middleware;		/* NULL: none (middleware.c) */
+	JobqMiddlewareDecision decision;	/* what the middleware decided */
 	JobqHandler *handler;		/* resolved by execute.c */
 	bool		started;		/* handler invoked in this attempt */
 	bool		finished;		/* completion recorded in this txn */
@@ -190,6 +209,7 @@ typedef struct JobqError
 
 extern void jobq_complete_jobs(int64 token, const int64 *ids, int n);
 extern void jobq_release_job(int64 id, int64 delay_ms, bool refund);
+extern void jobq_complete_stopped(int64 token, JobqJob *job);
 extern void jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err);
 extern void jobq_fail_job(int64 id, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
@@ -280,23 +300,6 @@ extern void jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id,
 							  Jsonb *chain, Jsonb *payload, Jsonb *error);
 
 /* ---- middleware and limiters (middleware.c) ---- */
-
-/* what middleware decided about an attempt */
-typedef enum JobqMiddlewareAction
-{
-	JOBQ_MW_RUN,				/* run the handler */
-	JOBQ_MW_RELEASE,			/* back to the queue after delay_ms */
-	JOBQ_MW_FAIL,				/* fail for good with message */
-	JOBQ_MW_DELETE				/* delete quietly, as if it completed */
-} JobqMiddlewareAction;
-
-typedef struct JobqMiddlewareDecision
-{
-	JobqMiddlewareAction action;
-	int64		delay_ms;		/* JOBQ_MW_RELEASE */
-	bool		refund;			/* JOBQ_MW_RELEASE: attempt not counted */
-	char	   *message;		/* JOBQ_MW_FAIL */
-} JobqMiddlewareDecision;
 
 extern void jobq_middleware_check(Jsonb *middleware);
 extern void jobq_middleware_run(JobqJob *job, JobqMiddlewareDecision *d);

@@ -198,7 +198,7 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 									"  WHERE j.id OPERATOR(pg_catalog.=) picked.id"
 									" RETURNING j.id, j.queue, j.job, j.payload, j.owner::pg_catalog.oid,"
 									"   j.attempts, j.tries, j.timeout, j.backoff, j.created_at,"
-									"   j.available_at",
+									"   j.available_at, j.middleware",
 									3, types);
 	}
 
@@ -245,6 +245,8 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 			j->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
 			/* available_at, only to restore FIFO order below */
 			j->sort_key = DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull));
+			d = SPI_getbinval(tup, desc, 12, &isnull);
+			j->middleware = isnull ? NULL : DatumGetJsonbPCopy(d);
 			MemoryContextSwitchTo(old);
 		}
 
