@@ -148,22 +148,22 @@ check_links(Jsonb *links, int *nlinks)
 		Oid			types[1] = {JSONBOID};
 
 		links_plan = jobq_prepare_kept(
-								  "SELECT pg_catalog.jsonb_typeof(e.l),"
-								  "  e.l OPERATOR(pg_catalog.->>) 'job',"
-								  "  e.l OPERATOR(pg_catalog.->) 'payload',"
-								  "  e.l OPERATOR(pg_catalog.->>) 'queue',"
-								  "  e.l OPERATOR(pg_catalog.->>) 'delay',"
-								  "  e.l OPERATOR(pg_catalog.->>) 'tries',"
-								  "  e.l OPERATOR(pg_catalog.->>) 'timeout',"
-								  "  e.l OPERATOR(pg_catalog.->>) 'backoff',"
-								  "  (SELECT pg_catalog.string_agg(k, ', ' ORDER BY k)"
-								  "     FROM pg_catalog.jsonb_object_keys(CASE"
-								  "       WHEN pg_catalog.jsonb_typeof(e.l) OPERATOR(pg_catalog.=) 'object'"
-								  "       THEN e.l ELSE '{}' END) AS k"
-								  "    WHERE k OPERATOR(pg_catalog.<>) ALL ('" LINK_KEYS "'::pg_catalog.text[]))"
-								  " FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS e(l, n)"
-								  " ORDER BY e.n",
-								  1, types);
+									   "SELECT pg_catalog.jsonb_typeof(e.l),"
+									   "  e.l OPERATOR(pg_catalog.->>) 'job',"
+									   "  e.l OPERATOR(pg_catalog.->) 'payload',"
+									   "  e.l OPERATOR(pg_catalog.->>) 'queue',"
+									   "  e.l OPERATOR(pg_catalog.->>) 'delay',"
+									   "  e.l OPERATOR(pg_catalog.->>) 'tries',"
+									   "  e.l OPERATOR(pg_catalog.->>) 'timeout',"
+									   "  e.l OPERATOR(pg_catalog.->>) 'backoff',"
+									   "  (SELECT pg_catalog.string_agg(k, ', ' ORDER BY k)"
+									   "     FROM pg_catalog.jsonb_object_keys(CASE"
+									   "       WHEN pg_catalog.jsonb_typeof(e.l) OPERATOR(pg_catalog.=) 'object'"
+									   "       THEN e.l ELSE '{}' END) AS k"
+									   "    WHERE k OPERATOR(pg_catalog.<>) ALL ('" LINK_KEYS "'::pg_catalog.text[]))"
+									   " FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS e(l, n)"
+									   " ORDER BY e.n",
+									   1, types);
 	}
 
 	values[0] = JsonbPGetDatum(links);
@@ -291,20 +291,20 @@ dispatch_next_link(Oid owner, int64 chain_id, Jsonb *chain)
 		Oid			types[1] = {JSONBOID};
 
 		next_link_plan = jobq_prepare_kept(
-									  "SELECT n OPERATOR(pg_catalog.->>) 'job',"
-									  "  COALESCE(n OPERATOR(pg_catalog.->) 'payload', '{}'),"
-									  "  n OPERATOR(pg_catalog.->>) 'queue',"
-									  "  (n OPERATOR(pg_catalog.->>) 'tries')::pg_catalog.int4,"
-									  "  (n OPERATOR(pg_catalog.->>) 'timeout')::pg_catalog.interval,"
-									  "  (n OPERATOR(pg_catalog.->>) 'backoff')::pg_catalog.interval,"
-									  "  pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
-									  "    COALESCE((n OPERATOR(pg_catalog.->>) 'delay')::pg_catalog.interval,"
-									  "             '0'::pg_catalog.interval),"
-									  "  $1 OPERATOR(pg_catalog.#-) '{links,0}'"
-									  " FROM (SELECT $1 OPERATOR(pg_catalog.->) 'links'"
-									  "         OPERATOR(pg_catalog.->) 0 AS n) AS s"
-									  " WHERE n IS NOT NULL",
-									  1, types);
+										   "SELECT n OPERATOR(pg_catalog.->>) 'job',"
+										   "  COALESCE(n OPERATOR(pg_catalog.->) 'payload', '{}'),"
+										   "  n OPERATOR(pg_catalog.->>) 'queue',"
+										   "  (n OPERATOR(pg_catalog.->>) 'tries')::pg_catalog.int4,"
+										   "  (n OPERATOR(pg_catalog.->>) 'timeout')::pg_catalog.interval,"
+										   "  (n OPERATOR(pg_catalog.->>) 'backoff')::pg_catalog.interval,"
+										   "  pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+										   "    COALESCE((n OPERATOR(pg_catalog.->>) 'delay')::pg_catalog.interval,"
+										   "             '0'::pg_catalog.interval),"
+										   "  $1 OPERATOR(pg_catalog.#-) '{links,0}'"
+										   " FROM (SELECT $1 OPERATOR(pg_catalog.->) 'links'"
+										   "         OPERATOR(pg_catalog.->) 0 AS n) AS s"
+										   " WHERE n IS NOT NULL",
+										   1, types);
 	}
 
 	args[0] = JsonbPGetDatum(chain);
@@ -402,13 +402,13 @@ jobq_dispatch_chain(PG_FUNCTION_ARGS)
 		Oid			types[4] = {JSONBOID, TEXTARRAYOID, TEXTOID, INTERVALOID};
 
 		normalize_plan = jobq_prepare_kept(
-									  "SELECT pg_catalog.jsonb_agg("
-									  "  pg_catalog.jsonb_build_object('queue', $3, 'delay', $4::pg_catalog.text)"
-									  "  OPERATOR(pg_catalog.||) e.l"
-									  "  OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('job', $2[e.n])"
-									  "  ORDER BY e.n)"
-									  " FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS e(l, n)",
-									  4, types);
+										   "SELECT pg_catalog.jsonb_agg("
+										   "  pg_catalog.jsonb_build_object('queue', $3, 'delay', $4::pg_catalog.text)"
+										   "  OPERATOR(pg_catalog.||) e.l"
+										   "  OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('job', $2[e.n])"
+										   "  ORDER BY e.n)"
+										   " FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS e(l, n)",
+										   4, types);
 	}
 	values[0] = JsonbPGetDatum(links);
 	values[1] = PointerGetDatum(construct_array(canonical, nlinks, TEXTOID,
@@ -587,7 +587,17 @@ jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id, Jsonb *chain,
 Datum
 jobq_retry_chain(PG_FUNCTION_ARGS)
 {
-	int64		failed_id = PG_GETARG_INT64(0);
+	PG_RETURN_INT64(jobq_requeue_failed(PG_GETARG_INT64(0)));
+}
+
+/*
+ * The work of jobq.retry_chain, for other entry points (jobq.retry): queue
+ * failed job failed_id again, with the rest of its chain if it was a chain
+ * link, as the current user would be allowed to.  Returns the new job id.
+ */
+int64
+jobq_requeue_failed(int64 failed_id)
+{
 	Oid			caller = GetUserId();
 	Oid			save_userid;
 	int			save_sec;
@@ -609,14 +619,14 @@ jobq_retry_chain(PG_FUNCTION_ARGS)
 		Oid			types[1] = {INT8OID};
 
 		failed_link_plan = jobq_prepare_kept(
-										"SELECT job, payload, queue, owner::pg_catalog.oid,"
-										"  tries, timeout, backoff, chain_id, chain"
-										" FROM jobq.failed WHERE id OPERATOR(pg_catalog.=) $1"
-										" FOR UPDATE",
-										1, types);
+											 "SELECT job, payload, queue, owner::pg_catalog.oid,"
+											 "  tries, timeout, backoff, chain_id, chain"
+											 " FROM jobq.failed WHERE id OPERATOR(pg_catalog.=) $1"
+											 " FOR UPDATE",
+											 1, types);
 		forget_failed_plan = jobq_prepare_kept(
-										  "DELETE FROM jobq.failed WHERE id OPERATOR(pg_catalog.=) $1",
-										  1, types);
+											   "DELETE FROM jobq.failed WHERE id OPERATOR(pg_catalog.=) $1",
+											   1, types);
 	}
 	args[0] = Int64GetDatum(failed_id);
 	if (SPI_execute_plan(failed_link_plan, args, NULL, false, 0) != SPI_OK_SELECT)
@@ -644,5 +654,5 @@ jobq_retry_chain(PG_FUNCTION_ARGS)
 
 	SetUserIdAndSecContext(save_userid, save_sec);
 	SPI_finish();
-	PG_RETURN_INT64(id);
+	return id;
 }

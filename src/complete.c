@@ -41,11 +41,8 @@ static SPIPlanPtr release_plan = NULL;
 	" 'detail', $" #c "::pg_catalog.text, 'hint', $" #d "::pg_catalog.text," \
 	" 'context', $" #e "::pg_catalog.text))"
 
-/*
- * Prepare a statement and keep it for the life of the process.
- */
-SPIPlanPtr
-jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -54,6 +51,16 @@ jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/*
+ * Prepare a statement and keep it for the life of the process (for the
+ * other files that need kept plans).
+ */
+SPIPlanPtr
+jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	return prepare_kept(sql, nargs, argtypes);
 }
 
 void
@@ -113,7 +120,7 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	{
 		Oid			types[2] = {INT8ARRAYOID, INT8OID};
 
-		complete_plan = jobq_prepare_kept(
+		complete_plan = prepare_kept(
 									 "WITH d AS (DELETE FROM jobq.jobs"
 									 "   WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
 									 "     AND reserved_by OPERATOR(pg_catalog.=) $2"
@@ -176,7 +183,7 @@ jobq_release_job(int64 id, int64 delay_ms, bool refund)
 	{
 		Oid			types[3] = {INT8OID, INT8OID, BOOLOID};
 
-		release_plan = jobq_prepare_kept(
+		release_plan = prepare_kept(
 									"UPDATE jobq.jobs"
 									"   SET reserved_by = NULL, reserved_at = NULL,"
 									"       attempts = attempts OPERATOR(pg_catalog.-)"
@@ -239,7 +246,7 @@ jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 		Oid			types[7] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID};
 
-		retry_plan = jobq_prepare_kept(
+		retry_plan = prepare_kept(
 								  "UPDATE jobq.jobs"
 								  "   SET reserved_by = NULL, reserved_at = NULL,"
 								  "       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
@@ -271,7 +278,7 @@ jobq_fail_job(int64 id, const JobqError *err)
 		Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID};
 
-		fail_plan = jobq_prepare_kept(
+		fail_plan = prepare_kept(
 								 "WITH j AS (DELETE FROM jobq.jobs"
 								 "            WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
 								 " INSERT INTO jobq.failed"

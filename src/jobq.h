@@ -296,6 +296,7 @@ extern void jobq_check_backoff(Interval *iv);
 /* ---- chains (chain.c) ---- */
 
 extern void jobq_chain_advance(Oid owner, int64 chain_id, Jsonb *chain);
+extern int64 jobq_requeue_failed(int64 failed_id);
 extern void jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id,
 							  Jsonb *chain, Jsonb *payload, Jsonb *error);
 
