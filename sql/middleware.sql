@@ -116,6 +116,9 @@ SELECT jobq.register('app.work', middleware => '[{"without_overlapping": {}, "fu
 SELECT jobq.register('app.work', middleware => '[{"rate_limit": {}}]');
 SELECT jobq.register('app.work', middleware => '[{"call": "app.missing"}]');
 SELECT jobq.register('app.work', middleware => '[{"call": "app.work"}]');
+SET search_path = app, public;
+SELECT jobq.register('app.work', middleware => '[{"call": "gate"}]');
+RESET search_path;
 SELECT jobq.register('app.work', middleware => '[{"funnel": {"limit": 2, "consume_attempt": "yes"}}]');
 SELECT middleware FROM jobq.handlers;
 

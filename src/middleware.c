@@ -66,6 +66,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -584,8 +585,25 @@ jobq_middleware_check(Jsonb *middleware)
 	int			n = parse_middleware(middleware, &mws);
 
 	for (int i = 0; i < n; i++)
-		if (mws[i].kind == MW_CALL)
-			(void) resolve_call(mws[i].call);
+	{
+		char	   *name;
+		char	   *paren;
+
+		if (mws[i].kind != MW_CALL)
+			continue;
+		/* workers look it up by name with their own search_path */
+		name = pstrdup(mws[i].call);
+		if ((paren = strchr(name, '(')) != NULL)
+			*paren = '\0';
+		if (list_length(stringToQualifiedNameList(name)) < 2)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("middleware function name \"%s\" must be schema-qualified",
+							mws[i].call),
+					 errhint("Workers do not use your search_path: write \"schema.%s\".",
+							 mws[i].call)));
+		(void) resolve_call(mws[i].call);
+	}
 }
 
 /* ---- applying middleware to a job ---- */

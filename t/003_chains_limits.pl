@@ -37,24 +37,13 @@ CREATE TRIGGER log_enqueue AFTER INSERT ON jobq.jobs
 });
 wait_workers($node, 8);
 
-# the pid of the worker running job $id, waiting for it to start
-sub running
-{
-	my ($id, $handler) = @_;
-	my $q = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
-	  . " AND state = 'active' AND query = 'jobq job $id: public.$handler'";
-	$node->poll_query_until('postgres', "SELECT EXISTS ($q)")
-	  or die "job $id never started";
-	return $node->safe_psql('postgres', $q);
-}
-
 # ---- chain A -> B -> C, the worker killed during A
 my $a = $node->safe_psql('postgres', q{
 SELECT job_id FROM jobq.dispatch_chain('[
     {"job": "sleepy", "payload": {"name": "A"}, "tries": 3, "timeout": "10 min"},
     {"job": "link", "payload": {"name": "B"}},
     {"job": "link", "payload": {"name": "C"}}]')});
-my $pid = running($a, 'sleepy');
+my $pid = worker_running_job($node, $a);
 $node->safe_psql('postgres', "INSERT INTO go VALUES ('A')");
 kill 'KILL', $pid;
 wait_for($node, "SELECT count(*) = 3 FROM done WHERE name IN ('A', 'B', 'C')",
@@ -129,7 +118,7 @@ SELECT jobq.register('held', middleware =>
 });
 my $holder = $node->safe_psql('postgres',
 	"SELECT jobq.dispatch('held', '{\"name\": \"holder\"}', tries => 2, timeout => '10 min')");
-$pid = running($holder, 'held');
+$pid = worker_running_job($node, $holder, 'held');
 $node->safe_psql('postgres',
 	"SELECT jobq.dispatch('held', '{\"name\": \"next\"}', timeout => '10 min')");
 $node->safe_psql('postgres', "INSERT INTO go VALUES ('holder'), ('next')");
