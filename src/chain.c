@@ -100,8 +100,8 @@ static const int failed_link_cols[JOBQ_INS_NARGS] = {1, 2, 3, 4, 5, 6, 7, 0, 8, 
 /* columns of links_plan */
 enum
 {
-	LINK_TYPE = 1, LINK_JOB, LINK_PAYLOAD, LINK_QUEUE, LINK_DELAY,
-	LINK_TRIES, LINK_TIMEOUT, LINK_BACKOFF, LINK_UNKNOWN_KEYS
+	LINK_TYPE = 1, LINK_JOB, LINK_QUEUE, LINK_DELAY,
+	LINK_TRIES, LINK_TIMEOUT, LINK_BACKOFF, LINK_UNKNOWN_KEYS, LINK_PAYLOAD_TYPE
 };
 
 /* error context: which link is being checked */
@@ -150,7 +150,6 @@ check_links(Jsonb *links, int *nlinks)
 		links_plan = jobq_prepare_kept(
 									   "SELECT pg_catalog.jsonb_typeof(e.l),"
 									   "  e.l OPERATOR(pg_catalog.->>) 'job',"
-									   "  e.l OPERATOR(pg_catalog.->) 'payload',"
 									   "  e.l OPERATOR(pg_catalog.->>) 'queue',"
 									   "  e.l OPERATOR(pg_catalog.->>) 'delay',"
 									   "  e.l OPERATOR(pg_catalog.->>) 'tries',"
@@ -160,7 +159,8 @@ check_links(Jsonb *links, int *nlinks)
 									   "     FROM pg_catalog.jsonb_object_keys(CASE"
 									   "       WHEN pg_catalog.jsonb_typeof(e.l) OPERATOR(pg_catalog.=) 'object'"
 									   "       THEN e.l ELSE '{}' END) AS k"
-									   "    WHERE k OPERATOR(pg_catalog.<>) ALL ('" LINK_KEYS "'::pg_catalog.text[]))"
+									   "    WHERE k OPERATOR(pg_catalog.<>) ALL ('" LINK_KEYS "'::pg_catalog.text[])),"
+									   "  pg_catalog.jsonb_typeof(e.l OPERATOR(pg_catalog.->) 'payload')"
 									   " FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS e(l, n)"
 									   " ORDER BY e.n",
 									   1, types);
@@ -184,10 +184,9 @@ check_links(Jsonb *links, int *nlinks)
 		char	   *type = text_col(tup, desc, LINK_TYPE);
 		char	   *unknown = text_col(tup, desc, LINK_UNKNOWN_KEYS);
 		char	   *job = text_col(tup, desc, LINK_JOB);
+		char	   *payload_type = text_col(tup, desc, LINK_PAYLOAD_TYPE);
 		char	   *s;
 		char	   *name;
-		bool		isnull;
-		Datum		payload;
 
 		linkno = i + 1;
 		if (strcmp(type, "object") != 0)
@@ -205,9 +204,7 @@ check_links(Jsonb *links, int *nlinks)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("chain link %d has no job", linkno),
 					 errhint("Name the link's handler: {\"job\": \"schema.fn\"}.")));
-		payload = SPI_getbinval(tup, desc, LINK_PAYLOAD, &isnull);
-		if (!isnull && JB_ROOT_IS_SCALAR(DatumGetJsonbP(payload)) &&
-			strcmp(JsonbToCString(NULL, &DatumGetJsonbP(payload)->root, 4), "null") == 0)
+		if (payload_type != NULL && strcmp(payload_type, "null") == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("the payload of chain link %d must not be null", linkno),
