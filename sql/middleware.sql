@@ -94,6 +94,17 @@ SELECT context->>'job' AS job, context->>'queue' AS queue, context->'attempts' A
   FROM app.seen WHERE context->'payload'->>'name' = 'run';
 DELETE FROM jobq.jobs;
 DELETE FROM jobq.failed;
+-- a chain link deleted by middleware counts as done: the chain goes on;
+-- one failed by middleware stops it
+TRUNCATE app.ran;
+SELECT jobq.dispatch_chain('[{"job": "app.work", "payload": {"name": "delete"}},
+                             {"job": "app.work", "payload": {"name": "after-delete"}}]') IS NOT NULL AS ok;
+SELECT jobq.dispatch_chain('[{"job": "app.work", "payload": {"name": "fail"}},
+                             {"job": "app.work", "payload": {"name": "after-fail"}}]') IS NOT NULL AS ok;
+CALL jobq.work(stop_when_empty => true);
+SELECT name FROM app.ran ORDER BY seq;
+SELECT payload->>'name' AS name, sqlstate, chain_links_left FROM jobq.failed_jobs;
+DELETE FROM jobq.failed;
 
 -- middleware applies in order: the first that does not say run decides
 CREATE FUNCTION app.never(ctx jsonb) RETURNS jsonb LANGUAGE sql AS
