@@ -18,7 +18,8 @@ CREATE TABLE jobq.handlers (
     tries         pg_catalog.int4 CHECK (tries OPERATOR(pg_catalog.>=) 0),
     timeout       pg_catalog.interval,
     backoff       pg_catalog.interval,
-    registered_at pg_catalog.timestamptz NOT NULL
+    registered_at pg_catalog.timestamptz NOT NULL,
+    middleware    pg_catalog.jsonb               -- checked list, see middleware.c
 );
 
 -- Jobs that are waiting, delayed or running.  A job leaves this table when
@@ -39,7 +40,10 @@ CREATE TABLE jobq.jobs (
     created_at    pg_catalog.timestamptz NOT NULL,
     reserved_at   pg_catalog.timestamptz,
     reserved_by   pg_catalog.int8,               -- reservation token of a worker
-    last_error    pg_catalog.jsonb               -- why the last attempt failed
+    last_error    pg_catalog.jsonb,              -- why the last attempt failed
+    chain_id      pg_catalog.int8,               -- the chain this job is a link of
+    chain         pg_catalog.jsonb,              -- the links after it (chain.c)
+    middleware    pg_catalog.jsonb               -- copied from jobq.handlers
 ) WITH (fillfactor = 85,
         autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_threshold = 1000,
@@ -74,7 +78,9 @@ CREATE TABLE jobq.failed (
     failed_at     pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
     exception     pg_catalog.text NOT NULL,      -- the error message
     sqlstate      pg_catalog.text NOT NULL,
-    error         pg_catalog.jsonb NOT NULL      -- sqlstate, message, detail, hint, context
+    error         pg_catalog.jsonb NOT NULL,     -- sqlstate, message, detail, hint, context
+    chain_id      pg_catalog.int8,               -- the chain the job was a link of
+    chain         pg_catalog.jsonb               -- the links that did not run (chain.c)
 );
 
 COMMENT ON TABLE jobq.failed IS 'jobq: jobs that failed for good';
@@ -133,15 +139,17 @@ CREATE FUNCTION jobq.register(
     backoff_schedule pg_catalog.interval[] DEFAULT NULL,
     backoff_exponential pg_catalog.bool DEFAULT NULL,
     on_failure pg_catalog.text DEFAULT NULL,
-    delete_when_missing_models pg_catalog.bool DEFAULT NULL)
+    delete_when_missing_models pg_catalog.bool DEFAULT NULL,
+    middleware pg_catalog.jsonb DEFAULT NULL)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_register';
 
 COMMENT ON FUNCTION jobq.register(pg_catalog.text, pg_catalog.text, pg_catalog.int4,
     pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.int4,
-    pg_catalog.interval[], pg_catalog.bool, pg_catalog.text, pg_catalog.bool)
-    IS 'Declare the defaults of a job handler: queue, tries, timeout, backoff, deadline, failure handler';
+    pg_catalog.interval[], pg_catalog.bool, pg_catalog.text, pg_catalog.bool,
+    pg_catalog.jsonb)
+    IS 'Declare the defaults of a job handler: queue, tries, timeout, backoff, deadline, failure handler, middleware';
 
 CREATE FUNCTION jobq.unregister(job pg_catalog.text)
 RETURNS pg_catalog.bool
@@ -157,6 +165,55 @@ AS 'MODULE_PATHNAME', 'jobq_work';
 
 COMMENT ON PROCEDURE jobq.work(pg_catalog.text[], pg_catalog.int4, pg_catalog.bool)
     IS 'Run jobs in this session (like queue:work), committing after each batch';
+
+-- ==== chains and middleware (issue 4) ====
+
+-- Chain ids.  A chain has no row of its own: each link carries the chain
+-- id and the links after it (jobq.jobs.chain), and so does a failed link's
+-- record (jobq.failed.chain), from which jobq.retry_chain() resumes it.
+CREATE SEQUENCE jobq.chain_id_seq;
+SELECT pg_catalog.pg_extension_config_dump('jobq.chain_id_seq', '');
+
+CREATE FUNCTION jobq.dispatch_chain(
+    links      pg_catalog.jsonb,
+    queue      pg_catalog.text DEFAULT NULL,
+    delay      pg_catalog.interval DEFAULT NULL,
+    on_failure pg_catalog.text DEFAULT NULL,
+    OUT job_id   pg_catalog.int8,
+    OUT chain_id pg_catalog.int8)
+RETURNS record
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_dispatch_chain';
+
+COMMENT ON FUNCTION jobq.dispatch_chain(pg_catalog.jsonb, pg_catalog.text,
+    pg_catalog.interval, pg_catalog.text)
+    IS 'Queue a chain of jobs: each link is dispatched when the one before it succeeds';
+
+CREATE FUNCTION jobq.retry_chain(failed_id pg_catalog.int8)
+RETURNS pg_catalog.int8
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_retry_chain';
+
+COMMENT ON FUNCTION jobq.retry_chain(pg_catalog.int8)
+    IS 'Queue a failed job again; if it was a chain link, the rest of the chain follows it';
+
+-- Limiters shared by every backend of the cluster (shared memory).
+CREATE FUNCTION jobq.throttle(key pg_catalog.text, allow pg_catalog.int4,
+                              every pg_catalog.interval)
+RETURNS pg_catalog.bool
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_throttle';
+
+COMMENT ON FUNCTION jobq.throttle(pg_catalog.text, pg_catalog.int4, pg_catalog.interval)
+    IS 'Count a start under key and return true if fewer than allow were counted in the last every; false (nothing counted) otherwise';
+
+CREATE FUNCTION jobq.funnel(key pg_catalog.text, "limit" pg_catalog.int4)
+RETURNS pg_catalog.bool
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_funnel';
+
+COMMENT ON FUNCTION jobq.funnel(pg_catalog.text, pg_catalog.int4)
+    IS 'Take one of limit slots of key until the end of the transaction; false if all are taken';
 
 --------------------------------------------------------------------------
 -- ==== job lifecycle: deadlines, exceptions, releases, sync, closures, failure handlers ====
@@ -203,7 +260,9 @@ CREATE VIEW jobq.failed_jobs WITH (security_invoker = true) AS
            f.error OPERATOR(pg_catalog.->>) 'hint' AS hint,
            f.error OPERATOR(pg_catalog.->>) 'context' AS context,
            f.owner, f.dispatched_at, f.failed_at,
-           f.on_failure_error
+           f.on_failure_error, f.chain_id,
+           pg_catalog.jsonb_array_length(f.chain OPERATOR(pg_catalog.->) 'links')
+             AS chain_links_left
       FROM jobq.failed f;
 
 COMMENT ON VIEW jobq.failed_jobs IS 'jobq: failed jobs, newest last';

@@ -2,11 +2,12 @@
  *
  * complete.c
  *		The outcomes of an attempt, written in the transaction that ran it:
- *		completed jobs are deleted, failed attempts are retried after their
- *		backoff, released jobs are put back in place, jobs whose data is
- *		missing are deleted quietly, and jobs that may not be attempted
- *		again (lifecycle.c decides) move to the failed store, after their
- *		failure handler ran.
+ *		completed jobs are deleted (and a chain link's successor dispatched,
+ *		chain.c), failed attempts are retried after their backoff, released
+ *		jobs (by the handler or its middleware) are put back in place, jobs
+ *		whose data is missing are deleted quietly, and jobs that may not be
+ *		attempted again (lifecycle.c decides) move to the failed store, after
+ *		their failure handler ran (stopping their chain).
  *
  * Each function runs one prepared statement on the caller's SPI
  * connection.  The caller holds the rows' locks and runs as the extension
@@ -44,6 +45,7 @@ static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr discard_plan = NULL;
+static SPIPlanPtr mw_release_plan = NULL;
 
 /* the error, as jsonb, built from parameters $n .. $n+4 */
 #define ERROR_JSONB(a, b, c, d, e) \
@@ -64,11 +66,21 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/*
+ * Prepare a statement and keep it for the life of the process (for the
+ * other files that need kept plans).
+ */
+SPIPlanPtr
+jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	return prepare_kept(sql, nargs, argtypes);
+}
+
 void
 jobq_complete_reset_plans(void)
 {
 	SPIPlanPtr *plans[] = {&complete_plan, &complete_events_plan, &retry_plan,
-	&fail_plan, &release_plan, &discard_plan};
+	&fail_plan, &release_plan, &discard_plan, &mw_release_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -101,7 +113,9 @@ error_params(const JobqError *err, Datum *values, char *nulls, int at)
 }
 
 /*
- * Delete the jobs whose handlers succeeded, in one statement.
+ * Delete the jobs whose handlers succeeded, in one statement, then dispatch
+ * the next link of those that were chain links: in the same transaction,
+ * so a link's successor exists if and only if the link completed.
  */
 void
 jobq_complete_jobs(int64 token, const int64 *ids, int n)
@@ -109,6 +123,10 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	Datum	   *elems;
 	Datum		values[2];
 	bool		events;
+	int			nlinks = 0;
+	Oid		   *link_owner;
+	int64	   *link_chain_id;
+	Jsonb	  **link_chain;
 
 	if (n == 0)
 		return;
@@ -116,13 +134,22 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 	{
 		Oid			types[2] = {INT8ARRAYOID, INT8OID};
 
-#define COMPLETE_SQL \
-		"DELETE FROM jobq.jobs" \
-		" WHERE id OPERATOR(pg_catalog.=) ANY ($1)" \
-		"   AND reserved_by OPERATOR(pg_catalog.=) $2"
-		complete_plan = prepare_kept(COMPLETE_SQL, 2, types);
-		complete_events_plan = prepare_kept(COMPLETE_SQL
-											" RETURNING id, queue, job, attempts",
+		/*
+		 * Columns 1-4 (id, queue, job, attempts) are for events.c, and
+		 * returned only when processed events are sent; 5-7 for chains.
+		 */
+#define COMPLETE_SQL(cols) \
+		"WITH d AS (DELETE FROM jobq.jobs" \
+		"   WHERE id OPERATOR(pg_catalog.=) ANY ($1)" \
+		"     AND reserved_by OPERATOR(pg_catalog.=) $2" \
+		"   RETURNING " cols ")" \
+		" SELECT * FROM d"
+		complete_plan = prepare_kept(COMPLETE_SQL("NULL::pg_catalog.int8, NULL::pg_catalog.text,"
+												  " NULL::pg_catalog.text, NULL::pg_catalog.int4,"
+												  " owner::pg_catalog.oid, chain_id, chain"),
+									 2, types);
+		complete_events_plan = prepare_kept(COMPLETE_SQL("id, queue, job, attempts,"
+														 " owner::pg_catalog.oid, chain_id, chain"),
 											2, types);
 	}
 	/* the success path returns the rows only when they are announced */
@@ -135,15 +162,104 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
 	if (SPI_execute_plan(events ? complete_events_plan : complete_plan,
-						 values, NULL, false, 0) !=
-		(events ? SPI_OK_DELETE_RETURNING : SPI_OK_DELETE))
+						 values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobq: could not delete completed jobs");
 	if (events)
 		jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
 	if (SPI_processed != (uint64) n)
 		elog(WARNING, "jobq: %d jobs completed but " UINT64_FORMAT " deleted",
 			 n, SPI_processed);
+
+	/* collect the chain links before dispatching reuses SPI_tuptable */
+	link_owner = palloc(sizeof(Oid) * (SPI_processed + 1));
+	link_chain_id = palloc(sizeof(int64) * (SPI_processed + 1));
+	link_chain = palloc(sizeof(Jsonb *) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		chain = SPI_getbinval(tup, desc, 7, &isnull);
+
+		if (isnull)
+			continue;
+		link_chain[nlinks] = DatumGetJsonbPCopy(chain);
+		link_owner[nlinks] = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		link_chain_id[nlinks] = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		nlinks++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	for (int i = 0; i < nlinks; i++)
+		jobq_chain_advance(link_owner[i], link_chain_id[i], link_chain[i]);
+
+	pfree(link_owner);
+	pfree(link_chain_id);
+	pfree(link_chain);
 	pfree(elems);
+}
+
+/*
+ * Put a job back in its queue after delay_ms without a failure: used when
+ * middleware blocks it.  With refund, the attempt the reservation counted
+ * is taken back.
+ */
+static void
+middleware_release(int64 id, int64 delay_ms, bool refund)
+{
+	Datum		values[3];
+
+	if (mw_release_plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, INT8OID, BOOLOID};
+
+		mw_release_plan = prepare_kept(
+									"UPDATE jobq.jobs"
+									"   SET reserved_by = NULL, reserved_at = NULL,"
+									"       attempts = attempts OPERATOR(pg_catalog.-)"
+									"         CASE WHEN $3 THEN 1 ELSE 0 END,"
+									"       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
+									"         pg_catalog.make_interval(secs => $2 OPERATOR(pg_catalog./) 1000.0)"
+									" WHERE id OPERATOR(pg_catalog.=) $1"
+									" RETURNING id, queue, job, attempts",
+									3, types);
+	}
+	values[0] = Int64GetDatum(id);
+	values[1] = Int64GetDatum(Max(delay_ms, 0));
+	values[2] = BoolGetDatum(refund);
+	if (SPI_execute_plan(mw_release_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "jobq: could not release job %lld", (long long) id);
+	jobq_events_from_spi(JOBQ_EVENT_RELEASED, NULL);
+}
+
+/*
+ * The outcome of an attempt that its middleware stopped before the handler
+ * ran (middleware.c): released, failed for good, or deleted quietly (which,
+ * like a completion, lets a chain go on).
+ */
+void
+jobq_complete_stopped(int64 token, JobqJob *job)
+{
+	JobqMiddlewareDecision *d = &job->decision;
+	JobqError	err;
+
+	switch (d->action)
+	{
+		case JOBQ_MW_RUN:
+			elog(ERROR, "jobq: job %lld was not stopped", (long long) job->id);
+			break;
+		case JOBQ_MW_RELEASE:
+			middleware_release(job->id, d->delay_ms, d->refund);
+			break;
+		case JOBQ_MW_FAIL:
+			memset(&err, 0, sizeof(err));
+			strlcpy(err.sqlstate, "JQ005", sizeof(err.sqlstate));
+			err.message = d->message;
+			jobq_fail_job(job, &err);
+			break;
+		case JOBQ_MW_DELETE:
+			jobq_complete_jobs(token, &job->id, 1);
+			break;
+	}
 }
 
 /*
@@ -302,16 +418,17 @@ jobq_fail_job(JobqJob *job, const JobqError *err)
 								 "    backoff, dispatched_at, failed_at, exception, sqlstate, error,"
 								 "    exceptions, retry_until, on_failure, on_failure_error,"
 								 "    max_exceptions, backoff_schedule, backoff_exponential,"
-								 "    delete_when_missing_models)"
+								 "    delete_when_missing_models, chain_id, chain)"
 								 " SELECT j.id, j.queue, j.job, j.payload, j.owner, j.attempts,"
 								 "   j.tries, j.timeout, j.backoff, j.created_at, pg_catalog.clock_timestamp(), $3, $2,"
 								 "   " ERROR_JSONB(2, 3, 4, 5, 6) ","
 								 "   j.exceptions, j.retry_until, j.on_failure,"
 								 "   CASE WHEN $7 IS NOT NULL THEN " ERROR_JSONB(7, 8, 9, 10, 11) " END,"
 								 "   j.max_exceptions, j.backoff_schedule, j.backoff_exponential,"
-								 "   j.delete_when_missing_models"
+								 "   j.delete_when_missing_models, j.chain_id, j.chain"
 								 " FROM j"
-								 " RETURNING job_id, queue, job, attempts",
+								 " RETURNING job_id, queue, job, attempts,"
+								 "   id, owner::pg_catalog.oid, chain_id, chain, payload, error",
 								 11, types);
 	}
 	values[0] = Int64GetDatum(job->id);
@@ -326,4 +443,19 @@ jobq_fail_job(JobqJob *job, const JobqError *err)
 		elog(ERROR, "jobq: could not move job %lld to the failed store",
 			 (long long) job->id);
 	jobq_events_from_spi(JOBQ_EVENT_FAILED, err);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		chain = SPI_getbinval(tup, desc, 8, &isnull);
+
+		if (!isnull)
+			jobq_chain_failed(DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull)),
+							  DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
+							  DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull)),
+							  DatumGetJsonbPCopy(chain),
+							  DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull)),
+							  DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 10, &isnull)));
+	}
 }

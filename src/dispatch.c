@@ -101,6 +101,12 @@ jobq_check_backoff(Interval *iv)
 	(void) checked_interval_ms(iv, "backoff", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
 }
 
+void
+jobq_check_delay(Interval *iv)
+{
+	(void) checked_interval_ms(iv, "delay", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
+}
+
 /*
  * When a job dispatched now with this delay or available_at may first run.
  */
@@ -118,8 +124,7 @@ compute_available_at(bool has_delay, Interval *delay,
 				 errhint("Use delay for a time from now, available_at for a point in time.")));
 	if (has_delay)
 	{
-		(void) checked_interval_ms(delay, "delay", 0,
-								   (int64) JOBQ_MAX_DELAY_SECS * 1000);
+		jobq_check_delay(delay);
 		return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 													   TimestampTzGetDatum(now),
 													   IntervalPGetDatum(delay)));
@@ -135,6 +140,75 @@ compute_available_at(bool has_delay, Interval *delay,
 		return Max(at, now);
 	}
 	return now;
+}
+
+/*
+ * Insert one job row and return its id; the workers are woken, and the
+ * queued event sent, when the transaction commits.  values/nulls are
+ * indexed by JobqInsertArg.  Every way a job begins goes through here
+ * (dispatch, the next link of a chain, a retried chain link).  The caller
+ * has SPI connected and runs as the extension owner; checking the
+ * arguments is the caller's business.  Settings left NULL take the
+ * handler's registered defaults; backoff, backoff_schedule and
+ * backoff_exponential replace the registered ones as a whole when any of
+ * them is given, so that a registered schedule does not hide a backoff
+ * given here.
+ */
+int64
+jobq_insert_job(Datum *values, const char *nulls)
+{
+	bool		isnull;
+	int64		id;
+
+	if (insert_plan == NULL)
+	{
+		Oid			types[JOBQ_INS_NARGS] = {TEXTOID, JSONBOID, TEXTOID, OIDOID,
+			INT4OID, INTERVALOID, INTERVALOID, TIMESTAMPTZOID, INT8OID, JSONBOID,
+		TIMESTAMPTZOID, INT4OID, INTERVALARRAYOID, BOOLOID};
+
+		/*
+		 * $1 job, $2 payload, $3 queue, $4 owner, $5 tries, $6 timeout, $7
+		 * backoff, $8 available_at, $9 chain_id, $10 chain, $11
+		 * retry_until, $12 max_exceptions, $13 backoff_schedule, $14
+		 * backoff_exponential
+		 */
+#define OWN_BACKOFF "($7 IS NOT NULL OR $13 IS NOT NULL OR $14 IS NOT NULL)"
+		insert_plan = jobq_prepare_kept(
+										"INSERT INTO jobq.jobs"
+										"  (job, payload, queue, owner, tries, timeout, backoff,"
+										"   available_at, created_at, chain_id, chain, middleware,"
+										"   retry_until, max_exceptions, backoff_schedule,"
+										"   backoff_exponential, on_failure,"
+										"   delete_when_missing_models)"
+										" SELECT $1, $2,"
+										"   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
+										"   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
+										"   CASE WHEN " OWN_BACKOFF " THEN $7 ELSE h.backoff END,"
+										"   $8, pg_catalog.clock_timestamp(), $9, $10, h.middleware,"
+										"   COALESCE($11, pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) h.retry_for),"
+										"   NULLIF(COALESCE($12, h.max_exceptions), 0),"
+										"   CASE WHEN " OWN_BACKOFF " THEN $13 ELSE h.backoff_schedule END,"
+										"   COALESCE(CASE WHEN " OWN_BACKOFF " THEN $14"
+										"            ELSE h.backoff_exponential END, false),"
+										"   h.on_failure, COALESCE(h.delete_when_missing_models, false)"
+										" FROM (SELECT) AS one"
+										" LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
+										" RETURNING id, queue",
+										JOBQ_INS_NARGS, types);
+#undef OWN_BACKOFF
+	}
+
+	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "jobq: could not insert the job");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									 SPI_tuptable->tupdesc, 1, &isnull));
+	if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
+		jobq_event(JOBQ_EVENT_QUEUED, id,
+				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+				   TextDatumGetCString(values[JOBQ_INS_JOB]), 0, NULL);
+	jobq_wake_at_commit();
+	return id;
 }
 
 /*
@@ -255,11 +329,9 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 	Oid			owner = GetUserId();
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[13];
-	char		nulls[13];
+	Datum		values[JOBQ_INS_NARGS];
+	char		nulls[JOBQ_INS_NARGS];
 	TimestampTz available_at;
-	bool		isnull;
-	bool		own_backoff;
 	int64		id;
 
 	*ran_sync = false;
@@ -301,32 +373,23 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 		return 0;
 	}
 
-	/*
-	 * The backoff options of a dispatch replace the registered ones as a
-	 * whole, so that a registered schedule does not hide a backoff given
-	 * here.
-	 */
-	own_backoff = !PG_ARGISNULL(o + OPT_BACKOFF) ||
-		!PG_ARGISNULL(o + OPT_BACKOFF_SCHEDULE) ||
-		!PG_ARGISNULL(o + OPT_BACKOFF_EXPONENTIAL);
 
-	/*
-	 * $1 job, $2 payload, $3 queue, $4 owner, $5 tries, $6 timeout, $7
-	 * backoff, $8 available_at, $9 retry_until, $10 max_exceptions, $11
-	 * backoff_schedule, $12 backoff_exponential, $13 own_backoff
-	 */
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(canonical);
-	values[1] = payload;
-	values[3] = ObjectIdGetDatum(owner);
-	values[7] = TimestampTzGetDatum(available_at);
-	values[12] = BoolGetDatum(own_backoff);
+	memset(nulls, 'n', sizeof(nulls));
+	values[JOBQ_INS_JOB] = CStringGetTextDatum(canonical);
+	values[JOBQ_INS_PAYLOAD] = payload;
+	values[JOBQ_INS_OWNER] = ObjectIdGetDatum(owner);
+	values[JOBQ_INS_AVAILABLE_AT] = TimestampTzGetDatum(available_at);
+	nulls[JOBQ_INS_JOB] = nulls[JOBQ_INS_PAYLOAD] = ' ';
+	nulls[JOBQ_INS_OWNER] = nulls[JOBQ_INS_AVAILABLE_AT] = ' ';
 	{
-		/* the options copied as they are: (parameter, option) */
+		/* the options copied as they are: (insert argument, option) */
 		static const int copied[][2] = {
-			{2, OPT_QUEUE}, {4, OPT_TRIES}, {5, OPT_TIMEOUT}, {6, OPT_BACKOFF},
-			{8, OPT_RETRY_UNTIL}, {9, OPT_MAX_EXCEPTIONS},
-			{10, OPT_BACKOFF_SCHEDULE}, {11, OPT_BACKOFF_EXPONENTIAL}};
+			{JOBQ_INS_QUEUE, OPT_QUEUE}, {JOBQ_INS_TRIES, OPT_TRIES},
+			{JOBQ_INS_TIMEOUT, OPT_TIMEOUT}, {JOBQ_INS_BACKOFF, OPT_BACKOFF},
+			{JOBQ_INS_RETRY_UNTIL, OPT_RETRY_UNTIL},
+			{JOBQ_INS_MAX_EXCEPTIONS, OPT_MAX_EXCEPTIONS},
+			{JOBQ_INS_BACKOFF_SCHEDULE, OPT_BACKOFF_SCHEDULE},
+		{JOBQ_INS_BACKOFF_EXPONENTIAL, OPT_BACKOFF_EXPONENTIAL}};
 
 		for (int i = 0; i < lengthof(copied); i++)
 		{
@@ -338,56 +401,12 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 	}
 
 	SPI_connect();
-	if (insert_plan == NULL)
-	{
-		Oid			types[13] = {TEXTOID, JSONBOID, TEXTOID, OIDOID, INT4OID,
-			INTERVALOID, INTERVALOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID,
-		INTERVALARRAYOID, BOOLOID, BOOLOID};
-		SPIPlanPtr	plan;
-
-		plan = SPI_prepare("INSERT INTO jobq.jobs"
-						   "  (job, payload, queue, owner, tries, timeout, backoff,"
-						   "   available_at, created_at, retry_until, max_exceptions,"
-						   "   backoff_schedule, backoff_exponential, on_failure,"
-						   "   delete_when_missing_models)"
-						   " SELECT $1, $2,"
-						   "   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
-						   "   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
-						   "   CASE WHEN $13 THEN $7 ELSE h.backoff END,"
-						   "   $8, pg_catalog.clock_timestamp(),"
-						   "   COALESCE($9, pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) h.retry_for),"
-						   "   NULLIF(COALESCE($10, h.max_exceptions), 0),"
-						   "   CASE WHEN $13 THEN $11 ELSE h.backoff_schedule END,"
-						   "   COALESCE(CASE WHEN $13 THEN $12 ELSE h.backoff_exponential END, false),"
-						   "   h.on_failure, COALESCE(h.delete_when_missing_models, false)"
-						   " FROM (SELECT) AS one"
-						   " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
-						   " RETURNING id, queue",
-						   13, types);
-		if (plan == NULL)
-			elog(ERROR, "jobq: SPI_prepare failed: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		insert_plan = plan;
-	}
-
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(jobq_extension_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
-		elog(ERROR, "jobq: could not insert the job");
+	id = jobq_insert_job(values, nulls);
 	SetUserIdAndSecContext(save_userid, save_sec);
-
-	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									 SPI_tuptable->tupdesc, 1, &isnull));
-	if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
-		jobq_event(JOBQ_EVENT_QUEUED, id,
-				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-				   canonical, 0, NULL);
 	SPI_finish();
-
-	jobq_wake_at_commit();
 	return id;
 }
 
@@ -497,7 +516,8 @@ jobq_dispatch_sql(PG_FUNCTION_ARGS)
 #define REGISTER_ARG_BACKOFF_EXPONENTIAL 8
 #define REGISTER_ARG_ON_FAILURE			9
 #define REGISTER_ARG_DELETE_WHEN_MISSING 10
-#define REGISTER_NARGS					11
+#define REGISTER_ARG_MIDDLEWARE			11
+#define REGISTER_NARGS					12
 
 /*
  * jobq.register(job text, queue text, tries int, timeout interval, backoff
@@ -537,6 +557,8 @@ jobq_register(PG_FUNCTION_ARGS)
 								   (int64) JOBQ_MAX_DELAY_SECS * 1000);
 	if (!PG_ARGISNULL(REGISTER_ARG_MAX_EXCEPTIONS))
 		jobq_check_max_exceptions(PG_GETARG_INT32(REGISTER_ARG_MAX_EXCEPTIONS));
+	if (!PG_ARGISNULL(REGISTER_ARG_MIDDLEWARE))
+		jobq_middleware_check(PG_GETARG_JSONB_P(REGISTER_ARG_MIDDLEWARE));
 
 	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
 								 &canonical, false);
@@ -567,14 +589,15 @@ jobq_register(PG_FUNCTION_ARGS)
 	{
 		Oid			types[REGISTER_NARGS] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID,
 			INTERVALOID, INTERVALOID, INT4OID, INTERVALARRAYOID, BOOLOID, TEXTOID,
-		BOOLOID};
+		BOOLOID, JSONBOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO jobq.handlers AS h"
 						   "  (job, queue, tries, timeout, backoff, retry_for, max_exceptions,"
 						   "   backoff_schedule, backoff_exponential, on_failure,"
-						   "   delete_when_missing_models, registered_at)"
-						   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, pg_catalog.now())"
+						   "   delete_when_missing_models, middleware, registered_at)"
+						   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+						   "         pg_catalog.now())"
 						   " ON CONFLICT (job) DO UPDATE SET"
 						   "  queue = excluded.queue, tries = excluded.tries,"
 						   "  timeout = excluded.timeout, backoff = excluded.backoff,"
@@ -584,6 +607,7 @@ jobq_register(PG_FUNCTION_ARGS)
 						   "  backoff_exponential = excluded.backoff_exponential,"
 						   "  on_failure = excluded.on_failure,"
 						   "  delete_when_missing_models = excluded.delete_when_missing_models,"
+						   "  middleware = excluded.middleware,"
 						   "  registered_at = excluded.registered_at",
 						   REGISTER_NARGS, types);
 		if (plan == NULL)

@@ -71,6 +71,7 @@ typedef enum JobOutcome
 {
 	OUTCOME_DONE,				/* handler returned */
 	OUTCOME_ERROR,				/* handler raised an error */
+	OUTCOME_STOPPED,			/* middleware did not let it run */
 	OUTCOME_INTERRUPTED			/* cancelled by a server shutdown */
 } JobOutcome;
 
@@ -211,7 +212,16 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 		jobq_in_handler = true;
 		QueryCancelHoldoffCount = 0;
 
-		(void) FunctionCallInvoke(fcinfo);
+		/*
+		 * Middleware (middleware.c) may stop the job before its handler; a
+		 * failure handler (two arguments) runs without it.
+		 */
+		if (nargs == 1)
+			jobq_middleware_run(job, &job->decision);
+		if (nargs != 1 || job->decision.action == JOBQ_MW_RUN)
+			(void) FunctionCallInvoke(fcinfo);
+		else
+			outcome = OUTCOME_STOPPED;
 
 		QueryCancelHoldoffCount = save_cancel_holdoff;
 		jobq_in_handler = false;
@@ -223,7 +233,10 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 		PopActiveSnapshot();
 		AtEOXact_GUC(false, gucnest);
 		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
+		if (outcome == OUTCOME_STOPPED)
+			RollbackAndReleaseCurrentSubTransaction();	/* frees its slots */
+		else
+			ReleaseCurrentSubTransaction();
 		jobq_context_pop(ctx);
 	}
 	PG_CATCH();
@@ -281,6 +294,7 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 	CurrentResourceOwner = oldowner;
 
 	/* learn how long this handler takes */
+	if (outcome != OUTCOME_STOPPED)
 	{
 		long		secs;
 		int			usecs;
@@ -436,6 +450,10 @@ record_outcome(JobqRunner *runner, JobqJob *job, JobOutcome outcome,
 				jobq_attempt_failed(job, err);
 			}
 			break;
+		case OUTCOME_STOPPED:
+			/* middleware released, failed or deleted it */
+			jobq_complete_stopped(runner->token, job);
+			return false;
 		case OUTCOME_INTERRUPTED:
 			/* not the job's fault: take the attempt back */
 			jobq_unreserve(runner->token, job, 1, true);

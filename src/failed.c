@@ -55,11 +55,12 @@ PG_FUNCTION_INFO_V1(jobq_flush);
  * option column of jobq.jobs that jobq.failed keeps too goes here.
  */
 #define RETRY_OPTION_COLUMNS "tries, timeout, backoff, max_exceptions," \
-	" backoff_schedule, backoff_exponential, on_failure, delete_when_missing_models"
+	" backoff_schedule, backoff_exponential, on_failure, delete_when_missing_models," \
+	" chain_id, chain"
 /* ... and their values (a record written by hand may lack the flags) */
 #define RETRY_OPTION_VALUES "tries, timeout, backoff, max_exceptions," \
 	" backoff_schedule, COALESCE(backoff_exponential, false), on_failure," \
-	" COALESCE(delete_when_missing_models, false)"
+	" COALESCE(delete_when_missing_models, false), chain_id, chain"
 
 /* the retry statement; the failed jobs are chosen by "$3 ..." */
 #define RETRY_SQL(selector) \
@@ -71,11 +72,13 @@ PG_FUNCTION_INFO_V1(jobq_flush);
 	"    pg_catalog.nextval('jobq.jobs_id_seq'::pg_catalog.regclass) AS new_id)," \
 	" j AS (" \
 	"  INSERT INTO jobq.jobs (id, queue, job, payload, owner, " RETRY_OPTION_COLUMNS "," \
-	"                         retry_until, available_at, created_at)" \
+	"                         retry_until, middleware, available_at, created_at)" \
 	"  SELECT new_id, queue, job, payload, owner, " RETRY_OPTION_VALUES "," \
 	"         pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) COALESCE(" \
 	"           (SELECT h.retry_for FROM jobq.handlers h" \
 	"             WHERE h.job OPERATOR(pg_catalog.=) f.job), f.retry_for)," \
+	"         (SELECT h.middleware FROM jobq.handlers h" \
+	"           WHERE h.job OPERATOR(pg_catalog.=) f.job)," \
 	"         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp()" \
 	"    FROM f" \
 	"  RETURNING id, queue, job)" \

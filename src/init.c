@@ -189,6 +189,7 @@ _PG_init(void)
 
 	jobq_shmem_init_hooks();
 	jobq_utility_init_hooks();
+	jobq_limiter_init_hooks();
 
 	/* never run jobs while pg_upgrade drives the server */
 	if (!IsBinaryUpgrade)

@@ -20,20 +20,22 @@
  *				attempts counted and committed) and recovery of reservations
  *				whose worker is gone.
  *	execute.c	the execution transaction: each job runs in a
- *				subtransaction as its owner, under its timeout; completion,
- *				retry or move to the failed store commit with its effects.
- *	status.c	jobq.restart(), and the jobq.workers / jobq.queues views over
- *				shared memory (shmem.c).
- *	utility.c	workers make way for DROP DATABASE and DROP EXTENSION.
- *	complete.c	those outcomes, each also announced by events.c (NOTIFY).
- *	failed.c	jobq.retry(), jobq.forget(), jobq.flush() and pruning of
- *				the failed store.
+ *				subtransaction as its owner, under its timeout, after its
+ *				middleware (middleware.c) let it through.
+ *	complete.c	the outcomes of an attempt: delete, retry, release in
+ *				place, quiet delete, move to the failed store (running the
+ *				failure handler first), each also announced by events.c
+ *				(NOTIFY).
+ *	chain.c		when a chain link completes, complete.c dispatches the next
+ *				link in the same transaction; a failing link stops the chain.
  *	lifecycle.c	what a running handler sees and asks for (current_job(),
  *				release(), fail()), the one rule that decides whether a job
  *				is attempted again, and backoff schedules.
- *	complete.c	the outcomes of an attempt: delete, retry, release in
- *				place, quiet delete, move to the failed store (running the
- *				failure handler first).
+ *	failed.c	jobq.retry(), jobq.forget(), jobq.flush() and pruning of
+ *				the failed store.
+ *	status.c	jobq.restart(), and the jobq.workers / jobq.queues views over
+ *				shared memory (shmem.c).
+ *	utility.c	workers make way for DROP DATABASE and DROP EXTENSION.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -63,6 +65,7 @@
 #define ERRCODE_JOBQ_TOO_MANY_ATTEMPTS	MAKE_SQLSTATE('J','Q','0','0','2')
 #define ERRCODE_JOBQ_HANDLER_MISSING	MAKE_SQLSTATE('J','Q','0','0','3')
 #define ERRCODE_JOBQ_FAILED_BY_HANDLER	MAKE_SQLSTATE('J','Q','0','0','4')
+#define ERRCODE_JOBQ_MIDDLEWARE_FAILED	MAKE_SQLSTATE('J','Q','0','0','5')
 
 /* Limits of what dispatch accepts (documented in README.md) */
 #define JOBQ_MAX_QUEUE_NAME_LEN		63	/* bytes, like an identifier */
@@ -250,6 +253,23 @@ extern Oid	jobq_resolve_failure_handler(const char *fn, char **canonical);
 extern void jobq_handler_resolve(JobqHandler *h);
 extern void jobq_handler_cache_init(void);
 
+/* what middleware decided about an attempt */
+typedef enum JobqMiddlewareAction
+{
+	JOBQ_MW_RUN,				/* run the handler */
+	JOBQ_MW_RELEASE,			/* back to the queue after delay_ms */
+	JOBQ_MW_FAIL,				/* fail for good with message */
+	JOBQ_MW_DELETE				/* delete quietly, as if it completed */
+} JobqMiddlewareAction;
+
+typedef struct JobqMiddlewareDecision
+{
+	JobqMiddlewareAction action;
+	int64		delay_ms;		/* JOBQ_MW_RELEASE */
+	bool		refund;			/* JOBQ_MW_RELEASE: attempt not counted */
+	char	   *message;		/* JOBQ_MW_FAIL */
+} JobqMiddlewareDecision;
+
 /* ---- reservation (reserve.c) ---- */
 
 /* One job of a reserved batch, as returned by the reservation query. */
@@ -276,6 +296,8 @@ typedef struct JobqJob
 	TimestampTz created_at;
 	TimestampTz reserved_at;	/* when this attempt began */
 	TimestampTz sort_key;		/* available_at: FIFO order in a queue */
+	Jsonb	   *middleware;		/* NULL: none (middleware.c) */
+	JobqMiddlewareDecision decision;	/* what the middleware decided */
 	JobqHandler *handler;		/* resolved by execute.c */
 	bool		started;		/* handler invoked in this attempt */
 	bool		finished;		/* completion recorded in this txn */
@@ -311,7 +333,10 @@ extern void jobq_attempt_failed(JobqJob *job, const JobqError *err);
 extern bool jobq_release_job(JobqJob *job, int64 delay_ms);
 extern void jobq_discard_job(JobqJob *job);
 extern void jobq_fail_job(JobqJob *job, const JobqError *err);
+extern void jobq_complete_stopped(int64 token, JobqJob *job);
 extern void jobq_complete_reset_plans(void);
+extern struct _SPI_plan *jobq_prepare_kept(const char *sql, int nargs,
+										   Oid *argtypes);
 
 /* ---- events over NOTIFY (events.c) ---- */
 
@@ -459,6 +484,28 @@ extern void jobq_stats_count(Oid dboid, const char *queue, bool done);
 
 /* ---- dispatch (dispatch.c): argument checks shared with other entry points ---- */
 
+/* parameters of jobq_insert_job(), by position */
+typedef enum JobqInsertArg
+{
+	JOBQ_INS_JOB,				/* text: canonical handler name */
+	JOBQ_INS_PAYLOAD,			/* jsonb */
+	JOBQ_INS_QUEUE,				/* text, NULL: registered or 'default' */
+	JOBQ_INS_OWNER,				/* oid of the role the job runs as */
+	JOBQ_INS_TRIES,				/* int4, NULL: registered default */
+	JOBQ_INS_TIMEOUT,			/* interval, NULL: registered default */
+	JOBQ_INS_BACKOFF,			/* interval, NULL: registered default */
+	JOBQ_INS_AVAILABLE_AT,		/* timestamptz */
+	JOBQ_INS_CHAIN_ID,			/* int8, NULL: not a chain link */
+	JOBQ_INS_CHAIN,				/* jsonb: the links after this one */
+	JOBQ_INS_RETRY_UNTIL,		/* timestamptz, NULL: registered retry_for */
+	JOBQ_INS_MAX_EXCEPTIONS,	/* int4, NULL: registered default */
+	JOBQ_INS_BACKOFF_SCHEDULE,	/* interval[], NULL: see jobq_insert_job */
+	JOBQ_INS_BACKOFF_EXPONENTIAL,	/* bool, NULL: see jobq_insert_job */
+	JOBQ_INS_NARGS
+} JobqInsertArg;
+
+extern int64 jobq_insert_job(Datum *values, const char *nulls);
+extern void jobq_check_delay(Interval *iv);
 extern void jobq_check_tries(int32 tries);
 extern void jobq_check_timeout(Interval *iv);
 extern void jobq_check_backoff(Interval *iv);
@@ -469,6 +516,19 @@ extern void jobq_check_max_exceptions(int32 n);
 
 extern void jobq_dispatch_sync(const char *job, Oid fnoid, Datum payload,
 							   Interval *timeout);
+
+/* ---- chains (chain.c) ---- */
+
+extern void jobq_chain_advance(Oid owner, int64 chain_id, Jsonb *chain);
+extern int64 jobq_requeue_failed(int64 failed_id);
+extern void jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id,
+							  Jsonb *chain, Jsonb *payload, Jsonb *error);
+
+/* ---- middleware and limiters (middleware.c) ---- */
+
+extern void jobq_middleware_check(Jsonb *middleware);
+extern void jobq_middleware_run(JobqJob *job, JobqMiddlewareDecision *d);
+extern void jobq_limiter_init_hooks(void);
 
 /* ---- helpers ---- */
 

@@ -163,7 +163,7 @@ effective_tries(bool isnull, Datum d)
 	"id, queue, job, payload, owner::pg_catalog.oid, attempts, tries, timeout," \
 	" backoff, created_at, available_at, retry_until, max_exceptions, exceptions," \
 	" backoff_schedule, backoff_exponential, on_failure, delete_when_missing_models," \
-	" reserved_at"
+	" reserved_at, middleware"
 
 /*
  * Fill *j from a row of JOB_COLUMNS, copying into cxt and applying the
@@ -221,6 +221,8 @@ job_from_tuple(JobqJob *j, HeapTuple tup, TupleDesc desc, MemoryContext cxt)
 	j->delete_when_missing = DatumGetBool(SPI_getbinval(tup, desc, 18, &isnull));
 	d = SPI_getbinval(tup, desc, 19, &isnull);
 	j->reserved_at = isnull ? 0 : DatumGetTimestampTz(d);
+	d = SPI_getbinval(tup, desc, 20, &isnull);
+	j->middleware = isnull ? NULL : DatumGetJsonbPCopy(d);
 	MemoryContextSwitchTo(old);
 }
 

@@ -48,12 +48,13 @@ sub wait_workers
 }
 
 # The pid of the worker running job $id (as shown in pg_stat_activity),
-# waiting for it to start.
+# waiting for it to start.  The handler is public.sleepy unless given.
 sub worker_running_job
 {
-	my ($node, $id) = @_;
+	my ($node, $id, $handler) = @_;
+	$handler //= 'sleepy';
 	my $q = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
-	  . " AND state = 'active' AND query = 'jobq job $id: public.sleepy'";
+	  . " AND state = 'active' AND query = 'jobq job $id: public.$handler'";
 	$node->poll_query_until('postgres', "SELECT EXISTS ($q)")
 	  or die "job $id never started";
 	return $node->safe_psql('postgres', $q);
