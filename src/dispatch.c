@@ -46,6 +46,9 @@ PG_FUNCTION_INFO_V1(jobq_dispatch);
 PG_FUNCTION_INFO_V1(jobq_register);
 PG_FUNCTION_INFO_V1(jobq_unregister);
 
+/* arguments of jobq.register() after job, queue, tries, timeout, backoff */
+#define REGISTER_ARG_EXTERNAL	5
+
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr register_plan = NULL;
 static SPIPlanPtr unregister_plan = NULL;
@@ -53,8 +56,8 @@ static SPIPlanPtr unregister_plan = NULL;
 /*
  * An interval argument as milliseconds, checked against [min_ms, max_ms].
  */
-static int64
-checked_interval_ms(Interval *iv, const char *what, int64 min_ms, int64 max_ms)
+int64
+jobq_checked_interval_ms(Interval *iv, const char *what, int64 min_ms, int64 max_ms)
 {
 	int64		ms = jobq_interval_ms(iv);
 
@@ -83,7 +86,7 @@ jobq_check_tries(int32 tries)
 void
 jobq_check_timeout(Interval *iv)
 {
-	int64		ms = checked_interval_ms(iv, "timeout", 0, JOBQ_MAX_TIMEOUT_MS);
+	int64		ms = jobq_checked_interval_ms(iv, "timeout", 0, JOBQ_MAX_TIMEOUT_MS);
 
 	if (ms == 0 && (iv->time != 0 || iv->day != 0 || iv->month != 0))
 		ereport(ERROR,
@@ -94,7 +97,7 @@ jobq_check_timeout(Interval *iv)
 void
 jobq_check_backoff(Interval *iv)
 {
-	(void) checked_interval_ms(iv, "backoff", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
+	(void) jobq_checked_interval_ms(iv, "backoff", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
 }
 
 /*
@@ -114,7 +117,7 @@ compute_available_at(bool has_delay, Interval *delay,
 				 errhint("Use delay for a time from now, available_at for a point in time.")));
 	if (has_delay)
 	{
-		(void) checked_interval_ms(delay, "delay", 0,
+		(void) jobq_checked_interval_ms(delay, "delay", 0,
 								   (int64) JOBQ_MAX_DELAY_SECS * 1000);
 		return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
 													   TimestampTzGetDatum(now),
@@ -151,6 +154,7 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	char		nulls[8];
 	TimestampTz available_at;
 	bool		isnull;
+	bool		external;
 	int64		id;
 
 	if (PG_ARGISNULL(0))
@@ -177,7 +181,13 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 		jobq_check_backoff(PG_GETARG_INTERVAL_P(7));
 
 	job = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	(void) jobq_resolve_handler(job, &canonical, true);
+	SPI_connect();
+	/* an external job (consumer.c) has no handler to resolve */
+	external = (jobq_registration(job, NULL) == JOBQ_REGISTERED_EXTERNAL);
+	if (external)
+		canonical = job;
+	else
+		(void) jobq_resolve_handler(job, &canonical, true);
 
 	/* $1 job, $2 payload, $3 queue, $4 owner, $5 tries, $6 timeout,
 	 * $7 backoff, $8 available_at */
@@ -195,7 +205,6 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	nulls[5] = PG_ARGISNULL(6) ? 'n' : ' ';
 	nulls[6] = PG_ARGISNULL(7) ? 'n' : ' ';
 
-	SPI_connect();
 	if (insert_plan == NULL)
 	{
 		Oid			types[8] = {TEXTOID, JSONBOID, TEXTOID, OIDOID, INT4OID,
@@ -204,14 +213,15 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 
 		plan = SPI_prepare("INSERT INTO jobq.jobs"
 						   "  (job, payload, queue, owner, tries, timeout, backoff,"
-						   "   available_at, created_at)"
+						   "   available_at, created_at, external)"
 						   " SELECT $1, $2,"
 						   "   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
 						   "   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
-						   "   COALESCE($7, h.backoff), $8, pg_catalog.clock_timestamp()"
+						   "   COALESCE($7, h.backoff), $8, pg_catalog.clock_timestamp(),"
+						   "   COALESCE(h.external, false)"
 						   " FROM (SELECT) AS one"
 						   " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
-						   " RETURNING id",
+						   " RETURNING id, queue",
 						   8, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed: %s",
@@ -230,19 +240,29 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
+	if (external)
+		jobq_notify_external(SPI_getvalue(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 2),
+							 canonical);
 	SPI_finish();
 
-	jobq_wake_at_commit();
+	if (!external)
+		jobq_wake_at_commit();
 	PG_RETURN_INT64(id);
 }
 
 /*
  * jobq.register(job text, queue text DEFAULT NULL, tries int DEFAULT NULL,
- *				 timeout interval DEFAULT NULL, backoff interval DEFAULT NULL)
+ *				 timeout interval DEFAULT NULL, backoff interval DEFAULT NULL,
+ *				 external boolean DEFAULT false)
  *
  * Declares a handler's defaults, like the properties of a Laravel job
  * class.  Replaces all of them: an omitted one means "no default".  Only
  * the handler's owner (or a superuser) may register it.
+ *
+ * With external => true, job is a name with no SQL handler: its jobs are
+ * run by SQL consumers (consumer.c), never by jobq's workers.  The role
+ * that first registers an external name owns it.
  */
 Datum
 jobq_register(PG_FUNCTION_ARGS)
@@ -251,13 +271,17 @@ jobq_register(PG_FUNCTION_ARGS)
 	Oid			fnoid;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[5];
-	char		nulls[5];
+	Datum		values[7];
+	char		nulls[7];
+	bool		external;
+	Oid			registered_by = InvalidOid;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job must not be null")));
+	external = !PG_ARGISNULL(REGISTER_ARG_EXTERNAL) &&
+		PG_GETARG_BOOL(REGISTER_ARG_EXTERNAL);
 	if (!PG_ARGISNULL(1))
 		jobq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	if (!PG_ARGISNULL(2))
@@ -267,13 +291,38 @@ jobq_register(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(4))
 		jobq_check_backoff(PG_GETARG_INTERVAL_P(4));
 
-	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-								 &canonical, false);
-	if (!pg_proc_ownercheck(fnoid, GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of function %s to register it as a job handler",
-						format_procedure(fnoid))));
+	SPI_connect();
+	if (external)
+	{
+		JobqRegistration reg;
+
+		canonical = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		jobq_check_external_name(canonical);
+		reg = jobq_registration(canonical, &registered_by);
+		if (reg == JOBQ_REGISTERED_SQL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("job %s is registered with a SQL handler", canonical),
+					 errhint("Unregister it first, or choose another name for the external job.")));
+		if (reg == JOBQ_REGISTERED_EXTERNAL && OidIsValid(registered_by) &&
+			!has_privs_of_role(GetUserId(), registered_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be member of role %s to register external job %s",
+							GetUserNameFromId(registered_by, false), canonical),
+					 errdetail("Role %s registered it.",
+							   GetUserNameFromId(registered_by, false))));
+	}
+	else
+	{
+		fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									 &canonical, false);
+		if (!pg_proc_ownercheck(fnoid, GetUserId()))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of function %s to register it as a job handler",
+							format_procedure(fnoid))));
+	}
 
 	values[0] = CStringGetTextDatum(canonical);
 	memset(nulls, ' ', sizeof(nulls));
@@ -282,21 +331,28 @@ jobq_register(PG_FUNCTION_ARGS)
 		values[i] = PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 	}
+	values[5] = BoolGetDatum(external);
+	values[6] = ObjectIdGetDatum(GetUserId());
 
-	SPI_connect();
 	if (register_plan == NULL)
 	{
-		Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID, INTERVALOID};
+		Oid			types[7] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID, INTERVALOID,
+		BOOLOID, OIDOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO jobq.handlers AS h"
-						   "  (job, queue, tries, timeout, backoff, registered_at)"
-						   " VALUES ($1, $2, $3, $4, $5, pg_catalog.now())"
+						   "  (job, queue, tries, timeout, backoff, registered_at,"
+						   "   external, registered_by)"
+						   " VALUES ($1, $2, $3, $4, $5, pg_catalog.now(), $6,"
+						   "   $7::pg_catalog.regrole)"
 						   " ON CONFLICT (job) DO UPDATE SET"
 						   "  queue = excluded.queue, tries = excluded.tries,"
 						   "  timeout = excluded.timeout, backoff = excluded.backoff,"
-						   "  registered_at = excluded.registered_at",
-						   5, types);
+						   "  registered_at = excluded.registered_at,"
+						   "  external = excluded.external,"
+						   "  registered_by = CASE WHEN h.external AND excluded.external"
+						   "    THEN h.registered_by ELSE excluded.registered_by END",
+						   7, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed");
 		SPI_keepplan(plan);
@@ -325,17 +381,31 @@ jobq_unregister(PG_FUNCTION_ARGS)
 	int			save_sec;
 	Datum		values[1];
 	bool		deleted;
+	char	   *job = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			registered_by = InvalidOid;
 
-	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-								 &canonical, false);
-	if (!pg_proc_ownercheck(fnoid, GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of function %s to unregister it",
-						format_procedure(fnoid))));
+	SPI_connect();
+	if (jobq_registration(job, &registered_by) == JOBQ_REGISTERED_EXTERNAL)
+	{
+		canonical = job;
+		if (OidIsValid(registered_by) &&
+			!has_privs_of_role(GetUserId(), registered_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be member of role %s to unregister external job %s",
+							GetUserNameFromId(registered_by, false), job)));
+	}
+	else
+	{
+		fnoid = jobq_resolve_handler(job, &canonical, false);
+		if (!pg_proc_ownercheck(fnoid, GetUserId()))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of function %s to unregister it",
+							format_procedure(fnoid))));
+	}
 
 	values[0] = CStringGetTextDatum(canonical);
-	SPI_connect();
 	if (unregister_plan == NULL)
 	{
 		Oid			types[1] = {TEXTOID};

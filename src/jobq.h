@@ -19,6 +19,10 @@
  *	execute.c	the execution transaction: each job runs in a
  *				subtransaction as its owner, under its timeout; completion,
  *				retry or move to the failed store commit with its effects.
+ *	consumer.c	external jobs (no SQL handler) take another path: apps
+ *				reserve them over SQL with a lease and a fencing token
+ *				(jobq.reserve) and report the outcome with the token
+ *				(jobq.complete/release/fail/extend); outcomes in complete.c.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -33,17 +37,23 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "utils/array.h"
 #include "utils/jsonb.h"
 
 /* SQLSTATEs of our own: class "JQ" (implementation-defined) */
 #define ERRCODE_JOBQ_WORKER_LOST		MAKE_SQLSTATE('J','Q','0','0','1')
 #define ERRCODE_JOBQ_TOO_MANY_ATTEMPTS	MAKE_SQLSTATE('J','Q','0','0','2')
 #define ERRCODE_JOBQ_HANDLER_MISSING	MAKE_SQLSTATE('J','Q','0','0','3')
+/* SQL consumer API (consumer.c): JQ7xx */
+#define ERRCODE_JOBQ_STALE_TOKEN		MAKE_SQLSTATE('J','Q','7','0','1')
+#define ERRCODE_JOBQ_CONSUMER_FAILED	MAKE_SQLSTATE('J','Q','7','0','2')
+#define ERRCODE_JOBQ_LEASE_EXPIRED		MAKE_SQLSTATE('J','Q','7','0','3')
 
 /* Limits of what dispatch accepts (documented in README.md) */
 #define JOBQ_MAX_QUEUE_NAME_LEN		63	/* bytes, like an identifier */
@@ -160,6 +170,7 @@ typedef struct JobqJob
 	bool		finished;		/* completion recorded in this txn */
 } JobqJob;
 
+extern SPIPlanPtr jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern int	jobq_job_cmp(const void *a, const void *b);
 extern int64 jobq_token_new(void);
 extern void jobq_token_drop(int64 token);
@@ -184,9 +195,23 @@ typedef struct JobqError
 } JobqError;
 
 extern void jobq_complete_jobs(int64 token, const int64 *ids, int n);
+extern bool jobq_complete_leased(int64 id, int64 lease_token);
 extern void jobq_retry_job(int64 id, int64 backoff_ms, const JobqError *err);
 extern void jobq_fail_job(int64 id, const JobqError *err);
 extern void jobq_complete_reset_plans(void);
+
+/* ---- the SQL consumer API: external jobs (consumer.c) ---- */
+
+typedef enum JobqRegistration
+{
+	JOBQ_NOT_REGISTERED,
+	JOBQ_REGISTERED_SQL,		/* defaults of a SQL handler */
+	JOBQ_REGISTERED_EXTERNAL	/* an external job: no SQL handler */
+} JobqRegistration;
+
+extern JobqRegistration jobq_registration(const char *job, Oid *registered_by);
+extern void jobq_check_external_name(const char *job);
+extern void jobq_notify_external(const char *queue, const char *job);
 
 /* ---- execution (execute.c) ---- */
 
@@ -225,6 +250,7 @@ extern bool jobq_runner_should_stop(JobqRunner *runner);
 extern void jobq_runner_begin(JobqRunner *runner);
 extern void jobq_runner_commit(JobqRunner *runner);
 extern List *jobq_parse_queue_list(const char *text);
+extern List *jobq_queues_from_array(ArrayType *arr);
 extern void jobq_check_queue_name(const char *queue);
 
 /* ---- background workers (worker.c, launcher.c) ---- */
@@ -246,6 +272,8 @@ typedef struct JobqWorkerArgs
 extern void jobq_check_tries(int32 tries);
 extern void jobq_check_timeout(Interval *iv);
 extern void jobq_check_backoff(Interval *iv);
+extern int64 jobq_checked_interval_ms(Interval *iv, const char *what,
+									  int64 min_ms, int64 max_ms);
 
 /* ---- helpers ---- */
 

@@ -20,7 +20,9 @@
  * 3. Other reservers only look at rows with reserved_by IS NULL, so a row
  *	  that is reserved is never handed out twice, however long it runs.
  * 4. A reservation whose token's lock can be taken belongs to a process that
- *	  is gone.  jobq_recover_lost() (run by every worker at start, when any
+ *	  is gone.  External jobs (consumer.c) are never reserved here and never
+ *	  carry a reserved_by token: their lease is in lease_token and
+ *	  available_at, so this recovery leaves them alone.  jobq_recover_lost() (run by every worker at start, when any
  *	  process leaves the registry, and every few seconds) makes such jobs
  *	  available again, attempt counted, or moves them to the failed store if
  *	  their tries are used up.
@@ -114,8 +116,12 @@ static SPIPlanPtr lost_tokens_plan = NULL;
 static SPIPlanPtr lost_jobs_plan = NULL;
 static SPIPlanPtr unreserve_plan = NULL;
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
+/*
+ * Prepare a statement for the caller's SPI connection and keep it for the
+ * life of the process.
+ */
+SPIPlanPtr
+jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -181,11 +187,11 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
 
-		reserve_plan = prepare_kept(
+		reserve_plan = jobq_prepare_kept(
 									"WITH picked AS ("
 									"  SELECT id FROM jobq.jobs"
 									"   WHERE queue OPERATOR(pg_catalog.=) $2"
-									"     AND reserved_by IS NULL"
+									"     AND reserved_by IS NULL AND NOT external"
 									"     AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 									"   ORDER BY available_at, id"
 									"   LIMIT $3"
@@ -289,9 +295,10 @@ jobq_next_due_ms(List *queues)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		next_due_plan = prepare_kept(
+		next_due_plan = jobq_prepare_kept(
 									 "SELECT available_at FROM jobq.jobs"
-									 " WHERE queue OPERATOR(pg_catalog.=) $1 AND reserved_by IS NULL"
+									 " WHERE queue OPERATOR(pg_catalog.=) $1"
+									 "   AND reserved_by IS NULL AND NOT external"
 									 " ORDER BY available_at LIMIT 1",
 									 1, types);
 	}
@@ -339,11 +346,11 @@ jobq_recover_lost(int64 own_token)
 	{
 		Oid			types[1] = {INT8OID};
 
-		lost_tokens_plan = prepare_kept(
+		lost_tokens_plan = jobq_prepare_kept(
 										"SELECT DISTINCT reserved_by FROM jobq.jobs"
 										" WHERE reserved_by IS NOT NULL",
 										0, NULL);
-		lost_jobs_plan = prepare_kept(
+		lost_jobs_plan = jobq_prepare_kept(
 									  "SELECT id, attempts, tries, backoff FROM jobq.jobs"
 									  " WHERE reserved_by OPERATOR(pg_catalog.=) $1"
 									  " ORDER BY id FOR UPDATE SKIP LOCKED",
@@ -439,7 +446,7 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 	{
 		Oid			types[3] = {INT8ARRAYOID, INT8OID, BOOLOID};
 
-		unreserve_plan = prepare_kept(
+		unreserve_plan = jobq_prepare_kept(
 									  "UPDATE jobq.jobs"
 									  "   SET reserved_by = NULL, reserved_at = NULL,"
 									  "       attempts = attempts OPERATOR(pg_catalog.-)"

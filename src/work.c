@@ -32,9 +32,9 @@
 
 PG_FUNCTION_INFO_V1(jobq_work);
 
-/* queues given as text[] */
-static List *
-queues_from_array(ArrayType *arr)
+/* queues given as text[], checked; also used by jobq.reserve() */
+List *
+jobq_queues_from_array(ArrayType *arr)
 {
 	Datum	   *elems;
 	bool	   *nulls;
@@ -108,7 +108,7 @@ jobq_work(PG_FUNCTION_ARGS)
 											 ALLOCSET_DEFAULT_SIZES);
 	runner.queues = PG_ARGISNULL(0) ?
 		jobq_parse_queue_list(jobq_queues) :
-		queues_from_array(PG_GETARG_ARRAYTYPE_P(0));
+		jobq_queues_from_array(PG_GETARG_ARRAYTYPE_P(0));
 	runner.batch_size = jobq_batch_size;
 	runner.max_jobs = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
 	runner.stop_when_empty = PG_ARGISNULL(2) ? false : PG_GETARG_BOOL(2);
