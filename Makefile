@@ -35,3 +35,18 @@ include $(PGXS)
 
 # every source file includes the shared header
 $(OBJS): src/jobq.h
+
+# the jobq command-line tool (src/cli, its own Makefile: a libpq client)
+all: cli
+cli:
+	$(MAKE) -C $(srcdir)/src/cli PG_CONFIG=$(PG_CONFIG)
+install: install-cli
+install-cli: cli
+	$(MAKE) -C $(srcdir)/src/cli install PG_CONFIG=$(PG_CONFIG)
+uninstall: uninstall-cli
+uninstall-cli:
+	$(MAKE) -C $(srcdir)/src/cli uninstall PG_CONFIG=$(PG_CONFIG)
+clean: clean-cli
+clean-cli:
+	$(MAKE) -C $(srcdir)/src/cli clean
+.PHONY: cli install-cli uninstall-cli clean-cli
