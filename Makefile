@@ -20,7 +20,7 @@ REGRESS = dispatch register work failures security consumer
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation
-ISOLATION = skip_locked
+ISOLATION = skip_locked consumer_fencing
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jobq.conf
 
 # TAP: background workers, crashes, timeouts
