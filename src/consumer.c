@@ -123,9 +123,9 @@ jobq_registration(const char *job, Oid *registered_by)
 		Oid			types[1] = {TEXTOID};
 
 		lookup_plan = jobq_prepare_kept("SELECT external, registered_by::pg_catalog.oid"
-								   "  FROM jobq.handlers"
-								   " WHERE job OPERATOR(pg_catalog.=) $1",
-								   1, types);
+										"  FROM jobq.handlers"
+										" WHERE job OPERATOR(pg_catalog.=) $1",
+										1, types);
 	}
 	values[0] = CStringGetTextDatum(job);
 	become_owner(&sw);
@@ -280,27 +280,27 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 		Oid			ltypes[4] = {INT8OID, INTERVALOID, BOOLOID, TEXTOID};
 
 		pick_plan = jobq_prepare_kept(
-								 "SELECT id, lease_token IS NOT NULL, attempts, tries"
-								 "  FROM jobq.jobs"
-								 " WHERE queue OPERATOR(pg_catalog.=) $1 AND external"
-								 "   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()"
-								 "   AND ($3 OR pg_catalog.pg_has_role($4, owner::pg_catalog.oid, 'USAGE'))"
-								 " ORDER BY available_at, id"
-								 " LIMIT $2"
-								 " FOR UPDATE SKIP LOCKED",
-								 4, ptypes);
+									  "SELECT id, lease_token IS NOT NULL, attempts, tries"
+									  "  FROM jobq.jobs"
+									  " WHERE queue OPERATOR(pg_catalog.=) $1 AND external"
+									  "   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()"
+									  "   AND ($3 OR pg_catalog.pg_has_role($4, owner::pg_catalog.oid, 'USAGE'))"
+									  " ORDER BY available_at, id"
+									  " LIMIT $2"
+									  " FOR UPDATE SKIP LOCKED",
+									  4, ptypes);
 		lease_plan = jobq_prepare_kept(
-								  "UPDATE jobq.jobs"
-								  "   SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
-								  "       lease_token = pg_catalog.nextval('jobq.lease_token_seq'::pg_catalog.regclass),"
-								  "       reserved_at = pg_catalog.statement_timestamp(),"
-								  "       available_at = pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $2,"
-								  "       last_error = CASE WHEN $3 THEN pg_catalog.jsonb_build_object("
-								  "         'sqlstate', 'JQ703', 'message', $4) ELSE last_error END"
-								  " WHERE id OPERATOR(pg_catalog.=) $1"
-								  " RETURNING id, lease_token, job, payload, queue, attempts, tries,"
-								  "   available_at",
-								  4, ltypes);
+									   "UPDATE jobq.jobs"
+									   "   SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
+									   "       lease_token = pg_catalog.nextval('jobq.lease_token_seq'::pg_catalog.regclass),"
+									   "       reserved_at = pg_catalog.statement_timestamp(),"
+									   "       available_at = pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $2,"
+									   "       last_error = CASE WHEN $3 THEN pg_catalog.jsonb_build_object("
+									   "         'sqlstate', 'JQ703', 'message', $4) ELSE last_error END"
+									   " WHERE id OPERATOR(pg_catalog.=) $1"
+									   " RETURNING id, lease_token, job, payload, queue, attempts, tries,"
+									   "   available_at",
+									   4, ltypes);
 	}
 
 	become_owner(&sw);
@@ -419,8 +419,8 @@ stale_token_error(int64 id, int64 token)
 		Oid			types[1] = {INT8OID};
 
 		state_plan = jobq_prepare_kept("SELECT lease_token, external FROM jobq.jobs"
-								  " WHERE id OPERATOR(pg_catalog.=) $1",
-								  1, types);
+									   " WHERE id OPERATOR(pg_catalog.=) $1",
+									   1, types);
 	}
 	values[0] = Int64GetDatum(id);
 	if (SPI_execute_plan(state_plan, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -479,12 +479,12 @@ lock_leased_job(int64 id, int64 token, Oid caller_id, LeasedJob *job)
 		Oid			types[2] = {INT8OID, INT8OID};
 
 		lock_plan = jobq_prepare_kept("SELECT owner::pg_catalog.oid, attempts, tries, backoff"
-								 "  FROM jobq.jobs"
-								 " WHERE id OPERATOR(pg_catalog.=) $1"
-								 "   AND lease_token OPERATOR(pg_catalog.=) $2"
-								 "   AND external"
-								 " FOR UPDATE",
-								 2, types);
+									  "  FROM jobq.jobs"
+									  " WHERE id OPERATOR(pg_catalog.=) $1"
+									  "   AND lease_token OPERATOR(pg_catalog.=) $2"
+									  "   AND external"
+									  " FOR UPDATE",
+									  2, types);
 	}
 	values[0] = Int64GetDatum(id);
 	values[1] = Int64GetDatum(token);
@@ -691,11 +691,11 @@ jobq_consumer_extend(PG_FUNCTION_ARGS)
 		Oid			types[2] = {INT8OID, INTERVALOID};
 
 		extend_plan = jobq_prepare_kept("UPDATE jobq.jobs"
-								   "   SET available_at = pg_catalog.statement_timestamp()"
-								   "       OPERATOR(pg_catalog.+) $2"
-								   " WHERE id OPERATOR(pg_catalog.=) $1"
-								   " RETURNING available_at",
-								   2, types);
+										"   SET available_at = pg_catalog.statement_timestamp()"
+										"       OPERATOR(pg_catalog.+) $2"
+										" WHERE id OPERATOR(pg_catalog.=) $1"
+										" RETURNING available_at",
+										2, types);
 	}
 	become_owner(&sw);
 	lock_leased_job(id, token, caller, &job);

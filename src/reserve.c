@@ -20,12 +20,14 @@
  * 3. Other reservers only look at rows with reserved_by IS NULL, so a row
  *	  that is reserved is never handed out twice, however long it runs.
  * 4. A reservation whose token's lock can be taken belongs to a process that
- *	  is gone.  External jobs (consumer.c) are never reserved here and never
- *	  carry a reserved_by token: their lease is in lease_token and
- *	  available_at, so this recovery leaves them alone.  jobq_recover_lost() (run by every worker at start, when any
+ *	  is gone.  jobq_recover_lost() (run by every worker at start, when any
  *	  process leaves the registry, and every few seconds) makes such jobs
  *	  available again, attempt counted, or moves them to the failed store if
  *	  their tries are used up.
+ *
+ * External jobs (consumer.c) are never reserved here and never carry a
+ * reserved_by token: their lease is in lease_token and available_at, so the
+ * recovery above leaves them alone.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -116,12 +118,8 @@ static SPIPlanPtr lost_tokens_plan = NULL;
 static SPIPlanPtr lost_jobs_plan = NULL;
 static SPIPlanPtr unreserve_plan = NULL;
 
-/*
- * Prepare a statement for the caller's SPI connection and keep it for the
- * life of the process.
- */
-SPIPlanPtr
-jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -130,6 +128,13 @@ jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/* the same, for the other files of jobq */
+SPIPlanPtr
+jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	return prepare_kept(sql, nargs, argtypes);
 }
 
 /*
@@ -187,7 +192,7 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
 
-		reserve_plan = jobq_prepare_kept(
+		reserve_plan = prepare_kept(
 									"WITH picked AS ("
 									"  SELECT id FROM jobq.jobs"
 									"   WHERE queue OPERATOR(pg_catalog.=) $2"
@@ -295,7 +300,7 @@ jobq_next_due_ms(List *queues)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		next_due_plan = jobq_prepare_kept(
+		next_due_plan = prepare_kept(
 									 "SELECT available_at FROM jobq.jobs"
 									 " WHERE queue OPERATOR(pg_catalog.=) $1"
 									 "   AND reserved_by IS NULL AND NOT external"
@@ -346,11 +351,11 @@ jobq_recover_lost(int64 own_token)
 	{
 		Oid			types[1] = {INT8OID};
 
-		lost_tokens_plan = jobq_prepare_kept(
+		lost_tokens_plan = prepare_kept(
 										"SELECT DISTINCT reserved_by FROM jobq.jobs"
 										" WHERE reserved_by IS NOT NULL",
 										0, NULL);
-		lost_jobs_plan = jobq_prepare_kept(
+		lost_jobs_plan = prepare_kept(
 									  "SELECT id, attempts, tries, backoff FROM jobq.jobs"
 									  " WHERE reserved_by OPERATOR(pg_catalog.=) $1"
 									  " ORDER BY id FOR UPDATE SKIP LOCKED",
@@ -446,7 +451,7 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 	{
 		Oid			types[3] = {INT8ARRAYOID, INT8OID, BOOLOID};
 
-		unreserve_plan = jobq_prepare_kept(
+		unreserve_plan = prepare_kept(
 									  "UPDATE jobq.jobs"
 									  "   SET reserved_by = NULL, reserved_at = NULL,"
 									  "       attempts = attempts OPERATOR(pg_catalog.-)"
