@@ -46,6 +46,18 @@ like($out, qr/^\s*$high_id\s+high\s+ext\s+1\s+lease\s/m, 'the leased job is list
 is(scalar(() = $out =~ /^\s*\d+\s+in-server\s/mg), 2, 'the two in-server workers are listed');
 unlike($out, qr/\e\[/, 'no terminal codes with --once');
 
+# the in-server workers' recovery of lost reservations (at once when a
+# worker exits, else every few seconds) leaves a lease alone
+my $lease = $node->safe_psql('postgres',
+	"SELECT attempts, lease_token, available_at FROM jobq.jobs WHERE id = $high_id");
+$node->safe_psql('postgres',
+	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'jobq worker'});
+wait_workers($node, 2, 'the launcher restarts the workers');
+sleep 6;
+is( $node->safe_psql('postgres',
+		"SELECT attempts, lease_token, available_at FROM jobq.jobs WHERE id = $high_id"),
+	$lease, 'a leased job is not recovered by the in-server workers');
+
 ($rc, $out, $err) = jobq('failed', '-d', $conn);
 is($rc, 0, 'failed: exit code 0');
 like($out, qr/^id\s+job_id\s+queue\s+job\s+attempts\s+failed_at\s+sqlstate\s+error$/m,
