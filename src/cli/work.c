@@ -748,6 +748,27 @@ cmd_work(int argc, char **argv)
 			w.finished_some = false;
 		}
 
+		/*
+		 * Notifications (a job was queued, or jobq.restart()): read here, at
+		 * the top, since libpq also collects them while our queries run.
+		 */
+		if (!PQconsumeInput(w.conn))
+		{
+			fprintf(stderr, "%s work: %s", progname, PQerrorMessage(w.conn));
+			w.connection_lost = true;
+			break;
+		}
+		for (PGnotify *n = PQnotifies(w.conn); n; n = PQnotifies(w.conn))
+		{
+			notified = true;
+			PQfreemem(n);
+		}
+		if (notified)
+		{
+			next_reserve = 0;
+			next_gen_check = 0;
+		}
+
 		now = cli_now();
 		if (stop_signal && !stopping)
 		{
@@ -867,23 +888,6 @@ cmd_work(int argc, char **argv)
 			if (w.slots[i].used)
 				drain_stderr(&w.slots[i]);
 
-		/* notifications: a job was queued, or jobq.restart() */
-		if (!PQconsumeInput(w.conn))
-		{
-			fprintf(stderr, "%s work: %s", progname, PQerrorMessage(w.conn));
-			w.connection_lost = true;
-			break;
-		}
-		for (PGnotify *n = PQnotifies(w.conn); n; n = PQnotifies(w.conn))
-		{
-			notified = true;
-			PQfreemem(n);
-		}
-		if (notified)
-		{
-			next_reserve = 0;
-			next_gen_check = 0;
-		}
 	}
 
 	if (w.connection_lost)
