@@ -16,11 +16,11 @@ PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wmissing-prototypes -Wpointer-arith \
 	-Werror=vla -Wendif-labels -Wformat-security -Wno-declaration-after-statement
 
 # pg_regress: the SQL API, run with CALL jobq.work() on a private instance
-REGRESS = dispatch register work failures security operations failed_jobs lifecycle chains middleware
+REGRESS = dispatch register work failures security operations failed_jobs lifecycle chains middleware consumer
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation
-ISOLATION = skip_locked retry_race funnel
+ISOLATION = skip_locked retry_race funnel consumer_fencing
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jobq.conf
 
 # TAP: background workers, crashes, timeouts
@@ -35,3 +35,18 @@ include $(PGXS)
 
 # every source file includes the shared header
 $(OBJS): src/jobq.h
+
+# the jobq command-line tool (src/cli, its own Makefile: a libpq client)
+all: cli
+cli:
+	$(MAKE) -C $(srcdir)/src/cli PG_CONFIG=$(PG_CONFIG)
+install: install-cli
+install-cli: cli
+	$(MAKE) -C $(srcdir)/src/cli install PG_CONFIG=$(PG_CONFIG)
+uninstall: uninstall-cli
+uninstall-cli:
+	$(MAKE) -C $(srcdir)/src/cli uninstall PG_CONFIG=$(PG_CONFIG)
+clean: clean-cli
+clean-cli:
+	$(MAKE) -C $(srcdir)/src/cli clean
+.PHONY: cli install-cli uninstall-cli clean-cli

@@ -19,7 +19,10 @@ CREATE TABLE jobq.handlers (
     timeout       pg_catalog.interval,
     backoff       pg_catalog.interval,
     registered_at pg_catalog.timestamptz NOT NULL,
-    middleware    pg_catalog.jsonb               -- checked list, see middleware.c
+    middleware    pg_catalog.jsonb,              -- checked list, see middleware.c
+    -- external: no SQL handler, only SQL consumers (jobq.reserve) run it
+    external      pg_catalog.bool NOT NULL DEFAULT false,
+    registered_by pg_catalog.regrole
 );
 
 -- Jobs that are waiting, delayed or running.  A job leaves this table when
@@ -43,7 +46,12 @@ CREATE TABLE jobq.jobs (
     last_error    pg_catalog.jsonb,              -- why the last attempt failed
     chain_id      pg_catalog.int8,               -- the chain this job is a link of
     chain         pg_catalog.jsonb,              -- the links after it (chain.c)
-    middleware    pg_catalog.jsonb               -- copied from jobq.handlers
+    middleware    pg_catalog.jsonb,              -- copied from jobq.handlers
+    -- external jobs (see "SQL consumer API"): run by SQL consumers only.
+    -- While leased, lease_token is the holder's fencing token and
+    -- available_at is when the lease expires; reserved_by stays NULL.
+    external      pg_catalog.bool NOT NULL DEFAULT false,
+    lease_token   pg_catalog.int8
 ) WITH (fillfactor = 85,
         autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_threshold = 1000,
@@ -54,8 +62,15 @@ COMMENT ON TABLE jobq.jobs IS 'jobq: jobs waiting, delayed or running';
 
 -- What workers reserve: the ready jobs of a queue in the order they became
 -- available.  Delayed jobs sort last and are never scanned before due.
+-- External jobs are never in it: in-server workers do not run them.
 CREATE INDEX jobs_ready_idx ON jobq.jobs
-    USING btree (queue, available_at, id) WHERE reserved_by IS NULL;
+    USING btree (queue, available_at, id)
+    WHERE reserved_by IS NULL AND NOT external;
+
+-- What SQL consumers reserve (jobq.reserve): external jobs, ready or with
+-- an expired lease (a leased job's available_at is its lease expiry).
+CREATE INDEX jobs_external_idx ON jobq.jobs
+    USING btree (queue, available_at, id) WHERE external;
 
 -- Reservations, for recovering those of workers that are gone.
 CREATE INDEX jobs_reserved_idx ON jobq.jobs
@@ -140,7 +155,8 @@ CREATE FUNCTION jobq.register(
     backoff_exponential pg_catalog.bool DEFAULT NULL,
     on_failure pg_catalog.text DEFAULT NULL,
     delete_when_missing_models pg_catalog.bool DEFAULT NULL,
-    middleware pg_catalog.jsonb DEFAULT NULL)
+    middleware pg_catalog.jsonb DEFAULT NULL,
+    external pg_catalog.bool DEFAULT false)
 RETURNS void
 LANGUAGE C VOLATILE PARALLEL UNSAFE
 AS 'MODULE_PATHNAME', 'jobq_register';
@@ -148,8 +164,8 @@ AS 'MODULE_PATHNAME', 'jobq_register';
 COMMENT ON FUNCTION jobq.register(pg_catalog.text, pg_catalog.text, pg_catalog.int4,
     pg_catalog.interval, pg_catalog.interval, pg_catalog.interval, pg_catalog.int4,
     pg_catalog.interval[], pg_catalog.bool, pg_catalog.text, pg_catalog.bool,
-    pg_catalog.jsonb)
-    IS 'Declare the defaults of a job handler: queue, tries, timeout, backoff, deadline, failure handler, middleware';
+    pg_catalog.jsonb, pg_catalog.bool)
+    IS 'Declare the defaults of a job handler: queue, tries, timeout, backoff, deadline, failure handler, middleware; or an external job';
 
 CREATE FUNCTION jobq.unregister(job pg_catalog.text)
 RETURNS pg_catalog.bool
@@ -510,8 +526,67 @@ END $$;
 COMMENT ON FUNCTION jobq.drop_pool(pg_catalog.text, pg_catalog.bool)
     IS 'Drop a worker pool: its processes leave after their current job';
 
--- jobq.restart() (queue:restart): every job runner of this database
--- finishes its current job, leaves and is replaced.
+-- ==== SQL consumer API and the jobq command-line tool (issue 7) ====
+--
+-- Jobs registered with jobq.register(job, external => true) have no SQL
+-- handler: apps reserve them over SQL with a lease and a fencing token, and
+-- report the outcome with the token.  The claim lives in the job's row
+-- (lease_token, available_at = lease expiry), never in session state, so
+-- the API works through transaction-pooling connection poolers.
+
+CREATE SEQUENCE jobq.lease_token_seq AS pg_catalog.int8;
+
+CREATE FUNCTION jobq.reserve(
+    queues pg_catalog.text[],
+    lease  pg_catalog.interval DEFAULT '90 s',
+    max    pg_catalog.int4 DEFAULT 1)
+RETURNS TABLE (id pg_catalog.int8, token pg_catalog.int8, job pg_catalog.text,
+               payload pg_catalog.jsonb, queue pg_catalog.text,
+               attempt pg_catalog.int4, tries pg_catalog.int4,
+               lease_expires_at pg_catalog.timestamptz)
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1
+AS 'MODULE_PATHNAME', 'jobq_consumer_reserve';
+
+COMMENT ON FUNCTION jobq.reserve(pg_catalog.text[], pg_catalog.interval, pg_catalog.int4)
+    IS 'Reserve external jobs with a lease: returns each job with its fencing token';
+
+CREATE FUNCTION jobq.complete(id pg_catalog.int8, token pg_catalog.int8)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_consumer_complete';
+
+COMMENT ON FUNCTION jobq.complete(pg_catalog.int8, pg_catalog.int8)
+    IS 'Report that a reserved external job succeeded: it is deleted';
+
+CREATE FUNCTION jobq.release(id pg_catalog.int8, token pg_catalog.int8,
+                             delay pg_catalog.interval DEFAULT '0')
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_consumer_release';
+
+COMMENT ON FUNCTION jobq.release(pg_catalog.int8, pg_catalog.int8, pg_catalog.interval)
+    IS 'Hand a reserved external job back, available again after delay (the attempt stays counted)';
+
+CREATE FUNCTION jobq.fail(id pg_catalog.int8, token pg_catalog.int8,
+                          error pg_catalog.jsonb DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_consumer_fail';
+
+COMMENT ON FUNCTION jobq.fail(pg_catalog.int8, pg_catalog.int8, pg_catalog.jsonb)
+    IS 'Report a failed attempt of a reserved external job: retried after its backoff, or failed for good';
+
+CREATE FUNCTION jobq.extend(id pg_catalog.int8, token pg_catalog.int8,
+                            lease pg_catalog.interval DEFAULT '90 s')
+RETURNS pg_catalog.timestamptz
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_consumer_extend';
+
+COMMENT ON FUNCTION jobq.extend(pg_catalog.int8, pg_catalog.int8, pg_catalog.interval)
+    IS 'Extend the lease of a reserved external job to lease from now; returns the new expiry';
+
+-- jobq.restart() (queue:restart): every job runner of this database (and
+-- every jobq CLI worker) finishes its current job, leaves and is replaced.
 CREATE TABLE jobq.restart_state (
     generation   pg_catalog.int8 NOT NULL,
     requested_at pg_catalog.timestamptz
@@ -681,3 +756,4 @@ GRANT SELECT ON TABLE jobq.jobs, jobq.failed, jobq.failed_jobs TO PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE jobq.jobs, jobq.failed TO jobq_admin;
 GRANT SELECT ON TABLE jobq.handlers TO jobq_admin;
 GRANT USAGE ON SEQUENCE jobq.jobs_id_seq, jobq.failed_id_seq TO jobq_admin;
+REVOKE ALL ON SEQUENCE jobq.lease_token_seq FROM PUBLIC;

@@ -3,7 +3,7 @@
 # Does nothing for packages that are already there.
 set -euo pipefail
 
-pkgs=(postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc libpq-dev)
+pkgs=(postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc libpq-dev pgbouncer)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

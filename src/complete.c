@@ -41,6 +41,7 @@
 
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr complete_events_plan = NULL;	/* ... returning the rows */
+static SPIPlanPtr complete_leased_plan = NULL;
 static SPIPlanPtr retry_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr release_plan = NULL;
@@ -80,7 +81,8 @@ void
 jobq_complete_reset_plans(void)
 {
 	SPIPlanPtr *plans[] = {&complete_plan, &complete_events_plan, &retry_plan,
-	&fail_plan, &release_plan, &discard_plan, &mw_release_plan};
+	&fail_plan, &release_plan, &discard_plan, &mw_release_plan,
+	&complete_leased_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -90,12 +92,20 @@ jobq_complete_reset_plans(void)
 	}
 }
 
-/* Fill values/nulls[at .. at+4] from an error. */
+/* Fill values/nulls[at .. at+4] from an error (all null without one). */
 static void
 error_params(const JobqError *err, Datum *values, char *nulls, int at)
 {
-	const char *parts[5] = {err->sqlstate, err->message, err->detail,
-	err->hint, err->context};
+	static const JobqError none;
+	const char *parts[5];
+
+	if (err == NULL)
+		err = &none;
+	parts[0] = err->sqlstate;
+	parts[1] = err->message;
+	parts[2] = err->detail;
+	parts[3] = err->hint;
+	parts[4] = err->context;
 
 	for (int i = 0; i < 5; i++)
 	{
@@ -199,6 +209,35 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 }
 
 /*
+ * Delete an external job whose consumer reported success, if lease_token
+ * is still its lease (consumer.c has locked the row and checked it).
+ * Returns false if the job was not deleted.
+ */
+bool
+jobq_complete_leased(int64 id, int64 lease_token)
+{
+	Datum		values[2];
+
+	if (complete_leased_plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, INT8OID};
+
+		complete_leased_plan = prepare_kept(
+											"DELETE FROM jobq.jobs"
+											" WHERE id OPERATOR(pg_catalog.=) $1"
+											"   AND lease_token OPERATOR(pg_catalog.=) $2"
+											" RETURNING id, queue, job, attempts",
+											2, types);
+	}
+	values[0] = Int64GetDatum(id);
+	values[1] = Int64GetDatum(lease_token);
+	if (SPI_execute_plan(complete_leased_plan, values, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "jobq: could not delete completed job %lld", (long long) id);
+	jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
+	return SPI_processed == 1;
+}
+
+/*
  * Put a job back in its queue after delay_ms without a failure: used when
  * middleware blocks it.  With refund, the attempt the reservation counted
  * is taken back.
@@ -279,7 +318,7 @@ retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 
 		retry_plan = prepare_kept(
 								  "UPDATE jobq.jobs"
-								  "   SET reserved_by = NULL, reserved_at = NULL,"
+								  "   SET reserved_by = NULL, reserved_at = NULL, lease_token = NULL,"
 								  "       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
 								  "         pg_catalog.make_interval(secs => $2 OPERATOR(pg_catalog./) 1000.0),"
 								  "       last_error = " ERROR_JSONB(3, 4, 5, 6, 7) ","
@@ -345,7 +384,7 @@ jobq_release_job(JobqJob *job, int64 delay_ms)
 
 		release_plan = prepare_kept(
 									"UPDATE jobq.jobs"
-									"   SET reserved_by = NULL, reserved_at = NULL,"
+									"   SET reserved_by = NULL, reserved_at = NULL, lease_token = NULL,"
 									"       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
 									"         pg_catalog.make_interval(secs => $2 OPERATOR(pg_catalog./) 1000.0)"
 									" WHERE id OPERATOR(pg_catalog.=) $1"

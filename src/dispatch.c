@@ -57,8 +57,8 @@ static SPIPlanPtr unregister_plan = NULL;
 /*
  * An interval argument as milliseconds, checked against [min_ms, max_ms].
  */
-static int64
-checked_interval_ms(Interval *iv, const char *what, int64 min_ms, int64 max_ms)
+int64
+jobq_checked_interval_ms(Interval *iv, const char *what, int64 min_ms, int64 max_ms)
 {
 	int64		ms = jobq_interval_ms(iv);
 
@@ -87,7 +87,7 @@ jobq_check_tries(int32 tries)
 void
 jobq_check_timeout(Interval *iv)
 {
-	int64		ms = checked_interval_ms(iv, "timeout", 0, JOBQ_MAX_TIMEOUT_MS);
+	int64		ms = jobq_checked_interval_ms(iv, "timeout", 0, JOBQ_MAX_TIMEOUT_MS);
 
 	if (ms == 0 && (iv->time != 0 || iv->day != 0 || iv->month != 0))
 		ereport(ERROR,
@@ -98,13 +98,13 @@ jobq_check_timeout(Interval *iv)
 void
 jobq_check_backoff(Interval *iv)
 {
-	(void) checked_interval_ms(iv, "backoff", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
+	(void) jobq_checked_interval_ms(iv, "backoff", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
 }
 
 void
 jobq_check_delay(Interval *iv)
 {
-	(void) checked_interval_ms(iv, "delay", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
+	(void) jobq_checked_interval_ms(iv, "delay", 0, (int64) JOBQ_MAX_DELAY_SECS * 1000);
 }
 
 /*
@@ -179,7 +179,7 @@ jobq_insert_job(Datum *values, const char *nulls)
 										"   available_at, created_at, chain_id, chain, middleware,"
 										"   retry_until, max_exceptions, backoff_schedule,"
 										"   backoff_exponential, on_failure,"
-										"   delete_when_missing_models)"
+										"   delete_when_missing_models, external)"
 										" SELECT $1, $2,"
 										"   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
 										"   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
@@ -190,10 +190,11 @@ jobq_insert_job(Datum *values, const char *nulls)
 										"   CASE WHEN " OWN_BACKOFF " THEN $13 ELSE h.backoff_schedule END,"
 										"   COALESCE(CASE WHEN " OWN_BACKOFF " THEN $14"
 										"            ELSE h.backoff_exponential END, false),"
-										"   h.on_failure, COALESCE(h.delete_when_missing_models, false)"
+										"   h.on_failure, COALESCE(h.delete_when_missing_models, false),"
+										"   COALESCE(h.external, false)"
 										" FROM (SELECT) AS one"
 										" LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
-										" RETURNING id, queue",
+										" RETURNING id, queue, external",
 										JOBQ_INS_NARGS, types);
 #undef OWN_BACKOFF
 	}
@@ -207,6 +208,14 @@ jobq_insert_job(Datum *values, const char *nulls)
 		jobq_event(JOBQ_EVENT_QUEUED, id,
 				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
 				   TextDatumGetCString(values[JOBQ_INS_JOB]), 0, NULL);
+	else if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										SPI_tuptable->tupdesc, 3, &isnull)))
+	{
+		/* SQL consumers of external jobs wait for this notification */
+		jobq_notify_external(SPI_getvalue(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 2),
+							 TextDatumGetCString(values[JOBQ_INS_JOB]));
+	}
 	jobq_wake_at_commit();
 	return id;
 }
@@ -332,6 +341,7 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 	Datum		values[JOBQ_INS_NARGS];
 	char		nulls[JOBQ_INS_NARGS];
 	TimestampTz available_at;
+	bool		external;
 	int64		id;
 
 	*ran_sync = false;
@@ -358,10 +368,26 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 	if (!PG_ARGISNULL(o + OPT_MAX_EXCEPTIONS))
 		jobq_check_max_exceptions(PG_GETARG_INT32(o + OPT_MAX_EXCEPTIONS));
 
-	fnoid = jobq_resolve_handler(job_text, &canonical, true);
+	/* an external job (consumer.c) has no handler to resolve */
+	SPI_connect();
+	external = (jobq_registration(job_text, NULL) == JOBQ_REGISTERED_EXTERNAL);
+	SPI_finish();
+	if (external)
+	{
+		canonical = pstrdup(job_text);
+		fnoid = InvalidOid;
+	}
+	else
+		fnoid = jobq_resolve_handler(job_text, &canonical, true);
 
 	if (sync_connection(fcinfo, o + OPT_CONNECTION))
 	{
+		if (external)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("external job %s cannot run with connection 'sync'",
+							canonical),
+					 errhint("External jobs are run by SQL consumers (jobq.reserve()).")));
 		if (!PG_ARGISNULL(o + OPT_DELAY) || !PG_ARGISNULL(o + OPT_AVAILABLE_AT))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -517,7 +543,8 @@ jobq_dispatch_sql(PG_FUNCTION_ARGS)
 #define REGISTER_ARG_ON_FAILURE			9
 #define REGISTER_ARG_DELETE_WHEN_MISSING 10
 #define REGISTER_ARG_MIDDLEWARE			11
-#define REGISTER_NARGS					12
+#define REGISTER_ARG_EXTERNAL			12
+#define REGISTER_NARGS					13
 
 /*
  * jobq.register(job text, queue text, tries int, timeout interval, backoff
@@ -536,13 +563,17 @@ jobq_register(PG_FUNCTION_ARGS)
 	Oid			fnoid;
 	Oid			save_userid;
 	int			save_sec;
-	Datum		values[REGISTER_NARGS];
-	char		nulls[REGISTER_NARGS];
+	Datum		values[REGISTER_NARGS + 1];
+	char		nulls[REGISTER_NARGS + 1];
+	bool		external;
+	Oid			registered_by = InvalidOid;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("job must not be null")));
+	external = !PG_ARGISNULL(REGISTER_ARG_EXTERNAL) &&
+		PG_GETARG_BOOL(REGISTER_ARG_EXTERNAL);
 	if (!PG_ARGISNULL(1))
 		jobq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	if (!PG_ARGISNULL(2))
@@ -552,7 +583,7 @@ jobq_register(PG_FUNCTION_ARGS)
 	check_backoff_options(fcinfo, 4, REGISTER_ARG_BACKOFF_SCHEDULE,
 						  REGISTER_ARG_BACKOFF_EXPONENTIAL);
 	if (!PG_ARGISNULL(REGISTER_ARG_RETRY_FOR))
-		(void) checked_interval_ms(PG_GETARG_INTERVAL_P(REGISTER_ARG_RETRY_FOR),
+		(void) jobq_checked_interval_ms(PG_GETARG_INTERVAL_P(REGISTER_ARG_RETRY_FOR),
 								   "retry_for", 1,
 								   (int64) JOBQ_MAX_DELAY_SECS * 1000);
 	if (!PG_ARGISNULL(REGISTER_ARG_MAX_EXCEPTIONS))
@@ -560,13 +591,38 @@ jobq_register(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(REGISTER_ARG_MIDDLEWARE))
 		jobq_middleware_check(PG_GETARG_JSONB_P(REGISTER_ARG_MIDDLEWARE));
 
-	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-								 &canonical, false);
-	if (!pg_proc_ownercheck(fnoid, GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of function %s to register it as a job handler",
-						format_procedure(fnoid))));
+	SPI_connect();
+	if (external)
+	{
+		JobqRegistration reg;
+
+		canonical = text_to_cstring(PG_GETARG_TEXT_PP(0));
+		jobq_check_external_name(canonical);
+		reg = jobq_registration(canonical, &registered_by);
+		if (reg == JOBQ_REGISTERED_SQL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("job %s is registered with a SQL handler", canonical),
+					 errhint("Unregister it first, or choose another name for the external job.")));
+		if (reg == JOBQ_REGISTERED_EXTERNAL && OidIsValid(registered_by) &&
+			!has_privs_of_role(GetUserId(), registered_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be member of role %s to register external job %s",
+							GetUserNameFromId(registered_by, false), canonical),
+					 errdetail("Role %s registered it.",
+							   GetUserNameFromId(registered_by, false))));
+	}
+	else
+	{
+		fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									 &canonical, false);
+		if (!pg_proc_ownercheck(fnoid, GetUserId()))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of function %s to register it as a job handler",
+							format_procedure(fnoid))));
+	}
 
 	values[0] = CStringGetTextDatum(canonical);
 	memset(nulls, ' ', sizeof(nulls));
@@ -575,6 +631,9 @@ jobq_register(PG_FUNCTION_ARGS)
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 	}
+	values[REGISTER_ARG_EXTERNAL] = BoolGetDatum(external);
+	nulls[REGISTER_ARG_EXTERNAL] = ' ';
+	values[REGISTER_NARGS] = ObjectIdGetDatum(GetUserId());	/* registered_by */
 	if (!PG_ARGISNULL(REGISTER_ARG_ON_FAILURE))
 	{
 		char	   *fh;
@@ -584,20 +643,20 @@ jobq_register(PG_FUNCTION_ARGS)
 		values[REGISTER_ARG_ON_FAILURE] = CStringGetTextDatum(fh);
 	}
 
-	SPI_connect();
 	if (register_plan == NULL)
 	{
-		Oid			types[REGISTER_NARGS] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID,
+		Oid			types[REGISTER_NARGS + 1] = {TEXTOID, TEXTOID, INT4OID, INTERVALOID,
 			INTERVALOID, INTERVALOID, INT4OID, INTERVALARRAYOID, BOOLOID, TEXTOID,
-		BOOLOID, JSONBOID};
+		BOOLOID, JSONBOID, BOOLOID, OIDOID};
 		SPIPlanPtr	plan;
 
 		plan = SPI_prepare("INSERT INTO jobq.handlers AS h"
 						   "  (job, queue, tries, timeout, backoff, retry_for, max_exceptions,"
 						   "   backoff_schedule, backoff_exponential, on_failure,"
-						   "   delete_when_missing_models, middleware, registered_at)"
+						   "   delete_when_missing_models, middleware, external,"
+						   "   registered_by, registered_at)"
 						   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-						   "         pg_catalog.now())"
+						   "         $13, $14::pg_catalog.regrole, pg_catalog.now())"
 						   " ON CONFLICT (job) DO UPDATE SET"
 						   "  queue = excluded.queue, tries = excluded.tries,"
 						   "  timeout = excluded.timeout, backoff = excluded.backoff,"
@@ -608,8 +667,11 @@ jobq_register(PG_FUNCTION_ARGS)
 						   "  on_failure = excluded.on_failure,"
 						   "  delete_when_missing_models = excluded.delete_when_missing_models,"
 						   "  middleware = excluded.middleware,"
-						   "  registered_at = excluded.registered_at",
-						   REGISTER_NARGS, types);
+						   "  registered_at = excluded.registered_at,"
+						   "  external = excluded.external,"
+						   "  registered_by = CASE WHEN h.external AND excluded.external"
+						   "    THEN h.registered_by ELSE excluded.registered_by END",
+						   REGISTER_NARGS + 1, types);
 		if (plan == NULL)
 			elog(ERROR, "jobq: SPI_prepare failed");
 		SPI_keepplan(plan);
@@ -638,17 +700,31 @@ jobq_unregister(PG_FUNCTION_ARGS)
 	int			save_sec;
 	Datum		values[1];
 	bool		deleted;
+	char	   *job = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Oid			registered_by = InvalidOid;
 
-	fnoid = jobq_resolve_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-								 &canonical, false);
-	if (!pg_proc_ownercheck(fnoid, GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of function %s to unregister it",
-						format_procedure(fnoid))));
+	SPI_connect();
+	if (jobq_registration(job, &registered_by) == JOBQ_REGISTERED_EXTERNAL)
+	{
+		canonical = job;
+		if (OidIsValid(registered_by) &&
+			!has_privs_of_role(GetUserId(), registered_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be member of role %s to unregister external job %s",
+							GetUserNameFromId(registered_by, false), job)));
+	}
+	else
+	{
+		fnoid = jobq_resolve_handler(job, &canonical, false);
+		if (!pg_proc_ownercheck(fnoid, GetUserId()))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be owner of function %s to unregister it",
+							format_procedure(fnoid))));
+	}
 
 	values[0] = CStringGetTextDatum(canonical);
-	SPI_connect();
 	if (unregister_plan == NULL)
 	{
 		Oid			types[1] = {TEXTOID};

@@ -72,13 +72,16 @@ PG_FUNCTION_INFO_V1(jobq_flush);
 	"    pg_catalog.nextval('jobq.jobs_id_seq'::pg_catalog.regclass) AS new_id)," \
 	" j AS (" \
 	"  INSERT INTO jobq.jobs (id, queue, job, payload, owner, " RETRY_OPTION_COLUMNS "," \
-	"                         retry_until, middleware, available_at, created_at)" \
+	"                         retry_until, middleware, external, available_at," \
+	"                         created_at)" \
 	"  SELECT new_id, queue, job, payload, owner, " RETRY_OPTION_VALUES "," \
 	"         pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) COALESCE(" \
 	"           (SELECT h.retry_for FROM jobq.handlers h" \
 	"             WHERE h.job OPERATOR(pg_catalog.=) f.job), f.retry_for)," \
 	"         (SELECT h.middleware FROM jobq.handlers h" \
 	"           WHERE h.job OPERATOR(pg_catalog.=) f.job)," \
+	"         COALESCE((SELECT h.external FROM jobq.handlers h" \
+	"                    WHERE h.job OPERATOR(pg_catalog.=) f.job), false)," \
 	"         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp()" \
 	"    FROM f" \
 	"  RETURNING id, queue, job)" \

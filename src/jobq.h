@@ -36,6 +36,10 @@
  *	status.c	jobq.restart(), and the jobq.workers / jobq.queues views over
  *				shared memory (shmem.c).
  *	utility.c	workers make way for DROP DATABASE and DROP EXTENSION.
+ *	consumer.c	external jobs (no SQL handler) take another path: apps
+ *				reserve them over SQL with a lease and a fencing token
+ *				(jobq.reserve) and report the outcome with the token
+ *				(jobq.complete/release/fail/extend); outcomes in complete.c.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -50,6 +54,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "port/atomics.h"
@@ -66,6 +71,10 @@
 #define ERRCODE_JOBQ_HANDLER_MISSING	MAKE_SQLSTATE('J','Q','0','0','3')
 #define ERRCODE_JOBQ_FAILED_BY_HANDLER	MAKE_SQLSTATE('J','Q','0','0','4')
 #define ERRCODE_JOBQ_MIDDLEWARE_FAILED	MAKE_SQLSTATE('J','Q','0','0','5')
+/* SQL consumer API (consumer.c): JQ7xx */
+#define ERRCODE_JOBQ_STALE_TOKEN		MAKE_SQLSTATE('J','Q','7','0','1')
+#define ERRCODE_JOBQ_CONSUMER_FAILED	MAKE_SQLSTATE('J','Q','7','0','2')
+#define ERRCODE_JOBQ_LEASE_EXPIRED		MAKE_SQLSTATE('J','Q','7','0','3')
 
 /* Limits of what dispatch accepts (documented in README.md) */
 #define JOBQ_MAX_QUEUE_NAME_LEN		63	/* bytes, like an identifier */
@@ -311,6 +320,7 @@ extern int	jobq_reserve_batch(int64 token, List *queues, int max_jobs,
 							   JobqJob *jobs, MemoryContext cxt);
 extern int64 jobq_next_due_ms(List *queues);
 extern int	jobq_recover_lost(int64 token_to_skip);
+extern bool jobq_job_load(int64 id, JobqJob *job, MemoryContext cxt);
 extern void jobq_unreserve(int64 token, JobqJob *jobs, int njobs,
 						   bool refund);
 extern void jobq_reserve_reset_plans(void);
@@ -334,6 +344,7 @@ extern bool jobq_release_job(JobqJob *job, int64 delay_ms);
 extern void jobq_discard_job(JobqJob *job);
 extern void jobq_fail_job(JobqJob *job, const JobqError *err);
 extern void jobq_complete_stopped(int64 token, JobqJob *job);
+extern bool jobq_complete_leased(int64 id, int64 lease_token);
 extern void jobq_complete_reset_plans(void);
 extern struct _SPI_plan *jobq_prepare_kept(const char *sql, int nargs,
 										   Oid *argtypes);
@@ -368,6 +379,19 @@ extern void jobq_events_from_spi(JobqEvent event, const JobqError *err);
 
 extern bool jobq_prune_failed(int retention_s);
 extern void jobq_failed_reset_plans(void);
+
+/* ---- the SQL consumer API: external jobs (consumer.c) ---- */
+
+typedef enum JobqRegistration
+{
+	JOBQ_NOT_REGISTERED,
+	JOBQ_REGISTERED_SQL,		/* defaults of a SQL handler */
+	JOBQ_REGISTERED_EXTERNAL	/* an external job: no SQL handler */
+} JobqRegistration;
+
+extern JobqRegistration jobq_registration(const char *job, Oid *registered_by);
+extern void jobq_check_external_name(const char *job);
+extern void jobq_notify_external(const char *queue, const char *job);
 
 /* ---- execution (execute.c) ---- */
 
@@ -529,6 +553,8 @@ extern void jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id,
 extern void jobq_middleware_check(Jsonb *middleware);
 extern void jobq_middleware_run(JobqJob *job, JobqMiddlewareDecision *d);
 extern void jobq_limiter_init_hooks(void);
+extern int64 jobq_checked_interval_ms(Interval *iv, const char *what,
+									  int64 min_ms, int64 max_ms);
 
 /* ---- helpers ---- */
 

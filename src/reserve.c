@@ -26,6 +26,10 @@
  *	  (running their failure handler) if the retry rule (lifecycle.c)
  *	  allows no further attempt: the same rule as for any failed attempt.
  *
+ * External jobs (consumer.c) are never reserved here and never carry a
+ * reserved_by token: their lease is in lease_token and available_at, so the
+ * recovery above leaves them alone.
+ *
  * Copyright (c) 2026, jobq developers
  *
  * IDENTIFICATION
@@ -114,6 +118,7 @@ static SPIPlanPtr next_due_plan = NULL;
 static SPIPlanPtr lost_tokens_plan = NULL;
 static SPIPlanPtr lost_jobs_plan = NULL;
 static SPIPlanPtr unreserve_plan = NULL;
+static SPIPlanPtr load_plan = NULL;
 
 static void announce_batch(JobqJob *jobs, int n);
 
@@ -136,7 +141,7 @@ void
 jobq_reserve_reset_plans(void)
 {
 	SPIPlanPtr *plans[] = {&reserve_plan, &next_due_plan, &lost_tokens_plan,
-	&lost_jobs_plan, &unreserve_plan};
+	&lost_jobs_plan, &unreserve_plan, &load_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -226,6 +231,34 @@ job_from_tuple(JobqJob *j, HeapTuple tup, TupleDesc desc, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Read job id into *job (copied into cxt), as the workers see it: for the
+ * outcomes of jobs that SQL consumers run (consumer.c), which follow the
+ * same retry rule.  Returns false if there is no such job.  Caller has SPI
+ * connected, runs as the extension owner and has locked the row.
+ */
+bool
+jobq_job_load(int64 id, JobqJob *job, MemoryContext cxt)
+{
+	Datum		values[1];
+
+	if (load_plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		load_plan = prepare_kept("SELECT " JOB_COLUMNS " FROM jobq.jobs"
+								 " WHERE id OPERATOR(pg_catalog.=) $1",
+								 1, types);
+	}
+	values[0] = Int64GetDatum(id);
+	if (SPI_execute_plan(load_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "jobq: could not read job %lld", (long long) id);
+	if (SPI_processed == 0)
+		return false;
+	job_from_tuple(job, SPI_tuptable->vals[0], SPI_tuptable->tupdesc, cxt);
+	return true;
+}
+
 int64
 jobq_interval_ms(Interval *iv)
 {
@@ -263,7 +296,7 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 									"WITH picked AS ("
 									"  SELECT id AS picked_id FROM jobq.jobs"
 									"   WHERE queue OPERATOR(pg_catalog.=) $2"
-									"     AND reserved_by IS NULL"
+									"     AND reserved_by IS NULL AND NOT external"
 									"     AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 									"   ORDER BY available_at, id"
 									"   LIMIT $3"
@@ -365,7 +398,8 @@ jobq_next_due_ms(List *queues)
 
 		next_due_plan = prepare_kept(
 									 "SELECT available_at FROM jobq.jobs"
-									 " WHERE queue OPERATOR(pg_catalog.=) $1 AND reserved_by IS NULL"
+									 " WHERE queue OPERATOR(pg_catalog.=) $1"
+									 "   AND reserved_by IS NULL AND NOT external"
 									 " ORDER BY available_at LIMIT 1",
 									 1, types);
 	}

@@ -33,6 +33,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "commands/async.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -86,6 +87,8 @@ jobq_restart(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	jobq_restart_at_commit();
+	/* wakes the jobq CLI's workers, which LISTEN on the channel jobq */
+	Async_Notify("jobq", "{\"event\": \"restart\"}");
 	PG_RETURN_INT64(generation);
 }
 
