@@ -186,3 +186,65 @@ SELECT jobq.extend(:A_id, :A_token, '3 s');
 SELECT attempts, lease_token = :b_token AS held_by_b FROM jobq.jobs WHERE id = :c;
 SELECT jobq.complete(:c, :b_token);
 SELECT count(*) AS left FROM jobq.jobs;
+
+-- The lifecycle retry rule applies to consumer outcomes.  From a fresh
+-- session, which has run no job (a consumer's backend): the failure
+-- handler of an external job runs there, once, when it fails for good.
+\c
+\set SHOW_CONTEXT never
+DELETE FROM jobq.failed;
+CREATE TABLE app.failures (job_id bigint, sqlstate text, message text, who text);
+GRANT INSERT ON app.failures TO PUBLIC;
+CREATE FUNCTION app.on_fail(payload jsonb, error jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO app.failures
+    VALUES ((payload->>'n')::bigint, error->>'sqlstate', error->>'message', current_user)
+$$;
+-- max_exceptions: the second failed attempt ends the job, tries = 0 or not
+SELECT jobq.register('ocr', tries => 0, backoff => '0', max_exceptions => 2,
+                     on_failure => 'app.on_fail', external => true);
+SELECT jobq.dispatch('ocr', '{"n": 1}') AS o \gset
+SELECT jobq.fail(id, token, '"unreadable"') FROM jobq.reserve('{default}');
+SELECT attempts, exceptions, lease_token IS NULL AS free FROM jobq.jobs WHERE id = :o;
+SELECT jobq.fail(id, token, '"still unreadable"') FROM jobq.reserve('{default}');
+SELECT count(*) AS queued FROM jobq.jobs WHERE id = :o;
+SELECT attempts, exception, sqlstate FROM jobq.failed_jobs WHERE job_id = :o;
+SELECT * FROM app.failures;
+-- an expired lease counts as a failed attempt towards max_exceptions
+SELECT jobq.dispatch('ocr', '{"n": 2}') AS o \gset
+SELECT id, token FROM jobq.reserve('{default}') \gset l_
+SELECT jobq.fail(:l_id, :l_token, '"unreadable"');
+SELECT jobq.extend(id, token, '1 ms') > now() AS extended FROM jobq.reserve('{default}');
+SELECT pg_sleep(0.05);
+SELECT count(*) AS reserved FROM jobq.reserve('{default}');
+SELECT attempts, sqlstate, exception LIKE 'the lease of attempt 2 of job % expired' AS why
+  FROM jobq.failed_jobs WHERE job_id = :o;
+SELECT job_id, sqlstate FROM app.failures WHERE job_id = 2;
+-- a release on the last try fails the job (JQ002), as in a handler
+SELECT jobq.register('ocr', tries => 2, on_failure => 'app.on_fail', external => true);
+SELECT jobq.dispatch('ocr', '{"n": 3}') AS o \gset
+SELECT jobq.release(id, token) FROM jobq.reserve('{default}');
+SELECT attempts, lease_token IS NULL AS free FROM jobq.jobs WHERE id = :o;
+SELECT jobq.release(id, token) FROM jobq.reserve('{default}');
+SELECT count(*) AS queued FROM jobq.jobs WHERE id = :o;
+SELECT attempts, sqlstate, regexp_replace(exception, 'job \d+', 'job N') AS exception
+  FROM jobq.failed_jobs WHERE job_id = :o;
+SELECT job_id, sqlstate, regexp_replace(message, 'job \d+', 'job N') AS message
+  FROM app.failures WHERE job_id = 3;
+-- retry_until (registered retry_for) overrides tries: released past it, or
+-- reserved after it, the job fails
+SELECT jobq.register('ocr', tries => 1, retry_for => '1 hour', external => true);
+SELECT jobq.dispatch('ocr', '{"n": 4}') AS o \gset
+SELECT retry_until BETWEEN now() + interval '59 min' AND now() + interval '61 min' AS deadline
+  FROM jobq.jobs WHERE id = :o;
+SELECT jobq.release(id, token) FROM jobq.reserve('{default}');
+SELECT jobq.fail(id, token, '"try again"') FROM jobq.reserve('{default}');
+SELECT attempts, exceptions FROM jobq.jobs WHERE id = :o;
+SELECT jobq.release(id, token, '2 hours') FROM jobq.reserve('{default}');
+SELECT attempts, sqlstate, regexp_replace(exception, 'job \d+', 'job N') AS exception
+  FROM jobq.failed_jobs WHERE job_id = :o;
+SELECT jobq.dispatch('ocr', '{"n": 5}') AS o \gset
+UPDATE jobq.jobs SET retry_until = now() - interval '1 s' WHERE id = :o;
+SELECT count(*) AS reserved FROM jobq.reserve('{default}');
+SELECT attempts, sqlstate, exception LIKE '%passed its retry_until%' AS why
+  FROM jobq.failed_jobs WHERE job_id = :o;
+SELECT count(*) AS left FROM jobq.jobs;

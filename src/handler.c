@@ -308,7 +308,8 @@ handler_cache_refresh(void)
  * The cache entry of the handler stored as 'job', created (unresolved) if
  * new.  Does not throw for a bad name: resolution happens later, inside the
  * job's subtransaction (jobq_handler_resolve).  Call between jobs: it may
- * flush the cache.
+ * flush the cache.  Any backend may call it (a SQL consumer's jobq.fail()
+ * runs the job's failure handler), so the cache is created on first use.
  */
 static JobqHandler *
 handler_lookup(const char *name, int nargs)
@@ -317,6 +318,9 @@ handler_lookup(const char *name, int nargs)
 	bool		found;
 	JobqHandlerKey key;
 
+	/* a backend that runs no jobs may still run a failure handler */
+	if (handler_cache == NULL)
+		jobq_handler_cache_init();
 	handler_cache_refresh();
 
 	memset(&key, 0, sizeof(key));
