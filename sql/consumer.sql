@@ -248,3 +248,6 @@ SELECT count(*) AS reserved FROM jobq.reserve('{default}');
 SELECT attempts, sqlstate, exception LIKE '%passed its retry_until%' AS why
   FROM jobq.failed_jobs WHERE job_id = :o;
 SELECT count(*) AS left FROM jobq.jobs;
+
+DROP SCHEMA app CASCADE;
+DROP EXTENSION jobq;
