@@ -116,6 +116,35 @@ CALL jobq.work(stop_when_empty => true);
 SELECT jobq.throttle('order', 1, '1 hour') AS throttle_untouched;
 DELETE FROM jobq.jobs;
 
+-- middleware runs before the handler only, not before the failure handler;
+-- what a stopping middleware did is rolled back with the attempt; a job
+-- failed by middleware (JQ005) has its failure handler run once
+CREATE TABLE app.failures (name text, sqlstate text, message text);
+CREATE FUNCTION app.on_fail(p jsonb, e jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO app.failures VALUES (p->>'name', e->>'sqlstate', e->>'message') $$;
+CREATE FUNCTION app.boom(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO app.ran (name) VALUES (p->>'name');
+    IF p->>'name' = 'boom' THEN RAISE EXCEPTION 'boom'; END IF;
+END $$;
+TRUNCATE app.ran, app.seen;
+SELECT jobq.register('app.boom', tries => 1, on_failure => 'app.on_fail', middleware =>
+    '[{"call": "app.gate"}, {"throttle": {"key": "fh", "allow": 10, "every": "1 hour"}}]');
+SELECT count(jobq.dispatch('app.boom', jsonb_build_object('name', n)))
+  FROM unnest('{run,release,fail,delete,boom}'::text[]) n;
+CALL jobq.work(stop_when_empty => true);
+SELECT name FROM app.ran ORDER BY seq;
+SELECT context->'payload'->>'name' AS gate_saw FROM app.seen;
+SELECT payload->>'name' AS name, attempts FROM jobq.jobs;
+SELECT payload->>'name' AS name, sqlstate, exception FROM jobq.failed_jobs ORDER BY id;
+SELECT * FROM app.failures ORDER BY name;
+-- the throttle counted the two jobs that ran (run, boom), not the failure
+-- handler of boom: one more start is allowed under 3
+SELECT jobq.throttle('fh', 3, '1 hour') AS third, jobq.throttle('fh', 3, '1 hour') AS fourth;
+DELETE FROM jobq.jobs;
+DELETE FROM jobq.failed;
+SELECT jobq.unregister('app.boom');
+
 -- registering checks the list
 SELECT jobq.register('app.work', middleware => '{"throttle": {}}');
 SELECT jobq.register('app.work', middleware => '[42]');
