@@ -84,8 +84,8 @@ PG_FUNCTION_INFO_V1(jobq_flush);
 	"                    WHERE h.job OPERATOR(pg_catalog.=) f.job), false)," \
 	"         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp()" \
 	"    FROM f" \
-	"  RETURNING id, queue, job)" \
-	" SELECT f.id, j.id, j.queue, j.job" \
+	"  RETURNING id, queue, job, external)" \
+	" SELECT f.id, j.id, j.queue, j.job, j.external" \
 	"   FROM f JOIN j ON j.id OPERATOR(pg_catalog.=) f.new_id" \
 	"  ORDER BY f.id"
 
@@ -176,8 +176,12 @@ retry_failed(FunctionCallInfo fcinfo, const char *sql, Oid argtype,
 
 		queue = SPI_getvalue(tup, desc, 3);
 		job = SPI_getvalue(tup, desc, 4);
-		jobq_event(JOBQ_EVENT_QUEUED, DatumGetInt64(values[1]), queue, job, 0,
-				   NULL);
+		/* like jobq_insert_job: the event, else the consumers' wake-up */
+		if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
+			jobq_event(JOBQ_EVENT_QUEUED, DatumGetInt64(values[1]), queue, job,
+					   0, NULL);
+		else if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+			jobq_notify_external(queue, job);
 	}
 	SPI_finish();
 

@@ -1,6 +1,7 @@
 # Job events over LISTEN/NOTIFY, seen by a real listening client: the
 # exact sequence for a job that succeeds, one retried then succeeding, one
-# failing for good; nothing for a rolled-back dispatch; bounded size with
+# failing for good; releases, quiet deletes, middleware releases, external
+# jobs, chain links; nothing for a rolled-back dispatch; bounded size with
 # long multibyte error messages; jobq.events = failures; and a notification
 # queue over jobq.events_queue_limit stops events, never jobs.
 use strict;
@@ -154,6 +155,64 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM jobq.failed WHERE job_id = $id AND length(exception) > 1000"),
 	'1', 'the job with odd bytes in its error is failed once, its error kept');
 
+# the outcomes of the lifecycle, middleware, chains and the SQL consumer
+# API, and every way a job is inserted, send their events
+$node->safe_psql('postgres', q{
+CREATE SEQUENCE gate_calls;
+CREATE FUNCTION rel(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF (jobq.current_job()->>'attempt')::int = 1 THEN
+        PERFORM jobq.release('0');
+    END IF;
+    INSERT INTO done VALUES ((p->>'n')::int);
+END $$;
+CREATE FUNCTION gone(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'no such row' USING ERRCODE = 'P0002';
+END $$;
+-- middleware that holds the job back once (its first call), then lets it run
+CREATE FUNCTION gate(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT CASE WHEN nextval('gate_calls') = 1
+                THEN '{"action": "release", "delay": "0"}'::jsonb
+                ELSE '{"action": "run"}'::jsonb END $$;
+CREATE FUNCTION gated(p jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO done VALUES ((p->>'n')::int) $$;
+SELECT jobq.register('gone', delete_when_missing_models => true);
+SELECT jobq.register('gated', middleware => '[{"call": "public.gate"}]');
+SELECT jobq.register('ext_job', tries => 1, external => true);
+});
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('rel', '{"n": 30}', tries => 2)});
+is(sequence(events_of($id, 'processed')),
+	'queued:0 processing:1 released:1 processing:2 processed:2',
+	'a job that releases itself is released, then processed');
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('gone', '{}')});
+is(sequence(events_of($id, 'deleted')), 'queued:0 processing:1 deleted:1',
+	'a job whose data is missing is deleted quietly');
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('gated', '{"n": 31}')});
+is(sequence(events_of($id, 'processed')),
+	'queued:0 processing:1 released:0 processing:1 processed:1',
+	'a job held back by middleware is released (its attempt refunded)');
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('ext_job', '{}')});
+$node->safe_psql('postgres', q{SELECT jobq.complete(id, token) FROM jobq.reserve('{default}')});
+is(sequence(events_of($id, 'processed')), 'queued:0 processed:1',
+	'an external job completed by a consumer is processed');
+# a chain: its second link is queued when the first completes (ids are
+# taken from jobq.jobs_id_seq one by one, and nothing else dispatches now)
+$id = $node->safe_psql('postgres',
+	q{SELECT job_id FROM jobq.dispatch_chain('[{"job": "ok", "payload": {"n": 32}}, {"job": "ok", "payload": {"n": 33}}]')});
+is(sequence(events_of($id, 'processed')), 'queued:0 processing:1 processed:1',
+	'the first link of a chain');
+is(sequence(events_of($id + 1, 'processed')), 'queued:0 processing:1 processed:1',
+	'the next link of a chain is queued');
+# a failed chain link retried with retry_chain is queued again
+$id = $node->safe_psql('postgres',
+	q{SELECT job_id FROM jobq.dispatch_chain('[{"job": "failing", "tries": 1}, {"job": "ok", "payload": {"n": 34}}]')});
+events_of($id, 'failed');
+$id = $node->safe_psql('postgres',
+	"SELECT jobq.retry_chain(id) FROM jobq.failed WHERE job_id = $id");
+is(sequence(events_of($id, 'failed')), 'queued:0 processing:1 failed:1',
+	'a chain link retried with retry_chain is queued');
+
 # jobq.events = failures: only exception and failed events
 $node->safe_psql('postgres', "ALTER SYSTEM SET jobq.events = 'failures'");
 $node->reload;
@@ -164,6 +223,26 @@ $id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('failing', '{}')});
 @ev = events_of($id, 'failed');
 is(sequence(@ev), 'failed:1', 'with failures, a failing job sends failed only');
 is(scalar(grep { $_->[1]{id} == $quiet } @events), 0, 'and a succeeding job nothing');
+
+# with failures, SQL consumers are still woken when an external job is
+# queued: by its dispatch, and by a retry of its failed record
+sub wakeups
+{
+	collect();
+	return scalar(grep {
+			!exists $_->[1]{id} && $_->[1]{event} eq 'queued'
+			  && $_->[1]{job} eq 'ext_job' && $_->[1]{queue} eq 'ext'
+	} @events);
+}
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('ext_job', '{}', queue => 'ext')});
+my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+usleep(50_000) while wakeups() < 1 && time < $deadline;
+is(wakeups(), 1, 'dispatching an external job wakes the consumers');
+$node->safe_psql('postgres',
+	q{SELECT jobq.fail(id, token, '"no"') FROM jobq.reserve('{ext}')});
+$node->safe_psql('postgres', "SELECT * FROM jobq.retry_all('ext')");
+usleep(50_000) while wakeups() < 2 && time < $deadline;
+is(wakeups(), 2, 'retrying a failed external job wakes the consumers');
 
 # over jobq.events_queue_limit no event is sent, jobs still run, it is logged
 $node->safe_psql('postgres', "ALTER SYSTEM SET jobq.events = 'all'");
