@@ -343,6 +343,7 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 
 				JobqJob		jj;
 				JobqError	err;
+				JobqError	expiry_err;
 
 				if (!jobq_job_load(id, &jj, CurrentMemoryContext))
 					continue;
@@ -355,13 +356,13 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 					 */
 					expiry_msg = psprintf("the lease of attempt %d of job %lld expired",
 										  attempts, (long long) id);
-					memset(&err, 0, sizeof(err));
-					strlcpy(err.sqlstate, "JQ703", sizeof(err.sqlstate));
-					err.message = expiry_msg;
-					err.detail = "The consumer neither reported an outcome nor extended the lease in time.";
+					memset(&expiry_err, 0, sizeof(expiry_err));
+					strlcpy(expiry_err.sqlstate, "JQ703", sizeof(expiry_err.sqlstate));
+					expiry_err.message = expiry_msg;
+					expiry_err.detail = "The consumer neither reported an outcome nor extended the lease in time.";
 					if (!jobq_may_try_again(&jj, 0, true))
 					{
-						jobq_fail_job(&jj, &err);
+						jobq_fail_job(&jj, &expiry_err);
 						continue;
 					}
 					jj.exceptions++;
@@ -389,6 +390,24 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 				desc = SPI_tuptable->tupdesc;
 				for (int c = 0; c < 8; c++)
 					out[c] = SPI_getbinval(tup, desc, c + 1, &outnulls[c]);
+
+				/*
+				 * Events, as for the in-server workers: the expired attempt
+				 * failed and is retried by this one, which is processing.
+				 */
+				if (jobq_event_wanted(JOBQ_EVENT_PROCESSING) ||
+					(expired && jobq_event_wanted(JOBQ_EVENT_EXCEPTION)))
+				{
+					char	   *ev_job = SPI_getvalue(tup, desc, 3);
+					char	   *ev_queue = SPI_getvalue(tup, desc, 5);
+					int32		attempt = DatumGetInt32(out[5]);
+
+					if (expired)
+						jobq_event(JOBQ_EVENT_EXCEPTION, id, ev_queue, ev_job,
+								   attempt - 1, &expiry_err);
+					jobq_event(JOBQ_EVENT_PROCESSING, id, ev_queue, ev_job,
+							   attempt, NULL);
+				}
 				/* the payload as a value, not a pointer into the table */
 				out[3] = PointerGetDatum(PG_DETOAST_DATUM(out[3]));
 				/* effective tries, as the consumer must apply them */

@@ -194,8 +194,19 @@ is(sequence(events_of($id, 'processed')),
 	'a job held back by middleware is released (its attempt refunded)');
 $id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('ext_job', '{}')});
 $node->safe_psql('postgres', q{SELECT jobq.complete(id, token) FROM jobq.reserve('{default}')});
-is(sequence(events_of($id, 'processed')), 'queued:0 processed:1',
+is(sequence(events_of($id, 'processed')), 'queued:0 processing:1 processed:1',
 	'an external job completed by a consumer is processed');
+# a consumer's lease that expires is a failed attempt, retried by the next
+# reservation
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('ext_job', '{}', tries => 2)});
+$node->safe_psql('postgres',
+	q{SELECT jobq.extend(id, token, '1 ms') FROM jobq.reserve('{default}')});
+usleep(20_000);
+$node->safe_psql('postgres', q{SELECT jobq.complete(id, token) FROM jobq.reserve('{default}')});
+@ev = events_of($id, 'processed');
+is(sequence(@ev), 'queued:0 processing:1 exception:1 processing:2 processed:2',
+	'an expired lease is an exception, then the next lease processes it');
+is($ev[2]{sqlstate}, 'JQ703', 'with the expired lease\'s SQLSTATE');
 # a chain: its second link is queued when the first completes (ids are
 # taken from jobq.jobs_id_seq one by one, and nothing else dispatches now)
 $id = $node->safe_psql('postgres',
