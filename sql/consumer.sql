@@ -249,5 +249,25 @@ SELECT attempts, sqlstate, exception LIKE '%passed its retry_until%' AS why
   FROM jobq.failed_jobs WHERE job_id = :o;
 SELECT count(*) AS left FROM jobq.jobs;
 
+-- a chain link whose name is registered as an external job is run by a
+-- consumer: its completion queues the next link, its failure stops the chain
+CREATE TABLE app.chain_log (step text);
+CREATE FUNCTION app.ext_step(p jsonb) RETURNS void LANGUAGE sql AS '';
+CREATE FUNCTION app.after_ext(p jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO app.chain_log VALUES (p->>'step') $$;
+SELECT jobq.register('app.ext_step', tries => 1, external => true);
+SELECT jobq.dispatch_chain('[{"job": "app.ext_step", "payload": {"step": "1"}},
+                             {"job": "app.after_ext", "payload": {"step": "2"}}]') IS NOT NULL AS ok;
+SELECT job, external, jsonb_array_length(chain->'links') AS links_left FROM jobq.jobs;
+SELECT jobq.complete(id, token) FROM jobq.reserve('{default}');
+SELECT job, external, payload, chain_id IS NOT NULL AS link FROM jobq.jobs;
+CALL jobq.work(stop_when_empty => true);
+SELECT step FROM app.chain_log;
+SELECT jobq.dispatch_chain('[{"job": "app.ext_step", "payload": {"step": "3"}},
+                             {"job": "app.after_ext", "payload": {"step": "4"}}]') IS NOT NULL AS ok;
+SELECT jobq.fail(id, token, '"no"') FROM jobq.reserve('{default}');
+SELECT count(*) AS queued FROM jobq.jobs;
+SELECT payload, chain_links_left FROM jobq.failed_jobs WHERE job = 'app.ext_step';
+
 DROP SCHEMA app CASCADE;
 DROP EXTENSION jobq;

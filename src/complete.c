@@ -217,6 +217,10 @@ bool
 jobq_complete_leased(int64 id, int64 lease_token)
 {
 	Datum		values[2];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		chain;
 
 	if (complete_leased_plan == NULL)
 	{
@@ -226,7 +230,8 @@ jobq_complete_leased(int64 id, int64 lease_token)
 											"DELETE FROM jobq.jobs"
 											" WHERE id OPERATOR(pg_catalog.=) $1"
 											"   AND lease_token OPERATOR(pg_catalog.=) $2"
-											" RETURNING id, queue, job, attempts",
+											" RETURNING id, queue, job, attempts,"
+											"   owner::pg_catalog.oid, chain_id, chain",
 											2, types);
 	}
 	values[0] = Int64GetDatum(id);
@@ -234,7 +239,18 @@ jobq_complete_leased(int64 id, int64 lease_token)
 	if (SPI_execute_plan(complete_leased_plan, values, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
 		elog(ERROR, "jobq: could not delete completed job %lld", (long long) id);
 	jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
-	return SPI_processed == 1;
+	if (SPI_processed != 1)
+		return false;
+
+	/* a chain link (its name registered as external): the chain goes on */
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	chain = SPI_getbinval(tup, desc, 7, &isnull);
+	if (!isnull)
+		jobq_chain_advance(DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull)),
+						   DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull)),
+						   DatumGetJsonbPCopy(chain));
+	return true;
 }
 
 /*
