@@ -42,8 +42,7 @@ SELECT jobq.register('app.step', tries => 1, retry_for => '5 hours', max_excepti
                      middleware => '[{"call": "app.gate"}]');
 SELECT failed_id = :fa AS same FROM jobq.retry(:fa);
 SELECT attempts, exceptions, tries,
-       retry_until BETWEEN clock_timestamp() + interval '4 hours 59 min'
-                       AND clock_timestamp() + interval '5 hours' AS deadline_5h,
+       retry_until - created_at AS retry_for,
        max_exceptions, backoff_schedule, backoff_exponential, on_failure,
        delete_when_missing_models, middleware, external, chain_id
   FROM jobq.jobs;

@@ -184,15 +184,15 @@ jobq_insert_job(Datum *values, const char *nulls)
 										"   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
 										"   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
 										"   CASE WHEN " OWN_BACKOFF " THEN $7 ELSE h.backoff END,"
-										"   $8, pg_catalog.clock_timestamp(), $9, $10, h.middleware,"
-										"   COALESCE($11, pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) h.retry_for),"
+										"   $8, one.now, $9, $10, h.middleware,"
+										"   COALESCE($11, one.now OPERATOR(pg_catalog.+) h.retry_for),"
 										"   NULLIF(COALESCE($12, h.max_exceptions), 0),"
 										"   CASE WHEN " OWN_BACKOFF " THEN $13 ELSE h.backoff_schedule END,"
 										"   COALESCE(CASE WHEN " OWN_BACKOFF " THEN $14"
 										"            ELSE h.backoff_exponential END, false),"
 										"   h.on_failure, COALESCE(h.delete_when_missing_models, false),"
 										"   COALESCE(h.external, false)"
-										" FROM (SELECT) AS one"
+										" FROM (SELECT pg_catalog.clock_timestamp() AS now) AS one"
 										" LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
 										" RETURNING id, queue, external",
 										JOBQ_INS_NARGS, types);

@@ -75,15 +75,15 @@ PG_FUNCTION_INFO_V1(jobq_flush);
 	"                         retry_until, middleware, external, available_at," \
 	"                         created_at)" \
 	"  SELECT new_id, queue, job, payload, owner, " RETRY_OPTION_VALUES "," \
-	"         pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+) COALESCE(" \
+	"         t.now OPERATOR(pg_catalog.+) COALESCE(" \
 	"           (SELECT h.retry_for FROM jobq.handlers h" \
 	"             WHERE h.job OPERATOR(pg_catalog.=) f.job), f.retry_for)," \
 	"         (SELECT h.middleware FROM jobq.handlers h" \
 	"           WHERE h.job OPERATOR(pg_catalog.=) f.job)," \
 	"         COALESCE((SELECT h.external FROM jobq.handlers h" \
 	"                    WHERE h.job OPERATOR(pg_catalog.=) f.job), false)," \
-	"         pg_catalog.clock_timestamp(), pg_catalog.clock_timestamp()" \
-	"    FROM f" \
+	"         t.now, t.now" \
+	"    FROM f, (SELECT pg_catalog.clock_timestamp() AS now) AS t" \
 	"  RETURNING id, queue, job, external)" \
 	" SELECT f.id, j.id, j.queue, j.job, j.external" \
 	"   FROM f JOIN j ON j.id OPERATOR(pg_catalog.=) f.new_id" \
