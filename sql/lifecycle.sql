@@ -204,7 +204,11 @@ SELECT jobq.dispatch('app.other', '{}') > 0 AS ok;
 CALL jobq.work(max_jobs => 600);
 SELECT nextval('app.runs') - 1 AS failing_runs;
 SELECT attempts, exceptions, tries, last_error->>'message' AS last FROM jobq.jobs WHERE id = :id;
-SELECT count(*) AS others_done, count(DISTINCT info->'failing_attempts') AS distinct_interleavings
+-- (each other job usually sees a new attempt count; not always: when the
+-- worker finds the other job's handler slow on a loaded machine it hands
+-- the failing job of the same batch back, refunding its attempt)
+SELECT count(*) AS others_done,
+       count(DISTINCT info->'failing_attempts') > 150 AS interleaved
   FROM app.log WHERE what = 'other';
 SELECT count(*) AS failed FROM jobq.failed;
 -- at the end of the int range the job fails clearly instead of breaking the queue
