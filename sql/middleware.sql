@@ -45,12 +45,35 @@ DELETE FROM jobq.jobs;
 SELECT jobq.register('app.work', middleware =>
     '[{"throttle": {"key": "acct:{account}", "allow": 2, "every": "1 hour",
                     "release": "5 min", "consume_attempt": true}}]');
-SELECT jobq.dispatch('app.work', '{"name": "a4", "account": 1}') > 0 AS ok;
+SELECT jobq.dispatch('app.work', '{"name": "a4", "account": 1}', tries => 3) > 0 AS ok;
 CALL jobq.work(stop_when_empty => true);
 SELECT payload->>'name' AS name, attempts,
        available_at BETWEEN now() + interval '4 min' AND now() + interval '6 min' AS after_release
   FROM jobq.jobs;
 DELETE FROM jobq.jobs;
+-- the retry rule applies to a middleware release as to jobq.release(): a
+-- block that consumes the last try fails the job (JQ002), and so does a
+-- release (even refunded) past the job's retry_until
+SELECT jobq.dispatch('app.work', '{"name": "a5", "account": 1}', tries => 1) > 0 AS ok;
+SELECT jobq.dispatch('app.work', '{"name": "a6", "account": 1}', tries => 3,
+                     retry_until => now() + interval '1 min') > 0 AS ok;
+CALL jobq.work(stop_when_empty => true);
+SELECT count(*) AS queued FROM jobq.jobs;
+SELECT payload->>'name' AS name, attempts, sqlstate, regexp_replace(exception, 'job \d+', 'job N') AS exception
+  FROM jobq.failed_jobs ORDER BY payload->>'name';
+DELETE FROM jobq.failed;
+SELECT jobq.register('app.work', middleware =>
+    '[{"throttle": {"key": "acct:{account}", "allow": 2, "every": "1 hour", "release": "5 min"}}]');
+SELECT jobq.dispatch('app.work', '{"name": "a7", "account": 1}', tries => 1,
+                     retry_until => now() + interval '1 min') > 0 AS ok;
+SELECT jobq.dispatch('app.work', '{"name": "a8", "account": 1}', tries => 1,
+                     retry_until => now() + interval '1 hour') > 0 AS ok;
+CALL jobq.work(stop_when_empty => true);
+SELECT payload->>'name' AS name, attempts FROM jobq.jobs;
+SELECT payload->>'name' AS name, attempts, sqlstate, regexp_replace(exception, 'job \d+', 'job N') AS exception
+  FROM jobq.failed_jobs;
+DELETE FROM jobq.jobs;
+DELETE FROM jobq.failed;
 
 -- a key that needs a missing payload field fails the attempt, saying so
 SELECT jobq.dispatch('app.work', '{"name": "nokey"}', tries => 1) > 0 AS ok;

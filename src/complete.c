@@ -48,6 +48,9 @@ static SPIPlanPtr release_plan = NULL;
 static SPIPlanPtr discard_plan = NULL;
 static SPIPlanPtr mw_release_plan = NULL;
 
+static void complete_jobs(int64 token, const int64 *ids, int n,
+						  JobqEvent event);
+
 /* the error, as jsonb, built from parameters $n .. $n+4 */
 #define ERROR_JSONB(a, b, c, d, e) \
 	"pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(" \
@@ -130,6 +133,16 @@ error_params(const JobqError *err, Datum *values, char *nulls, int at)
 void
 jobq_complete_jobs(int64 token, const int64 *ids, int n)
 {
+	complete_jobs(token, ids, n, JOBQ_EVENT_PROCESSED);
+}
+
+/*
+ * jobq_complete_jobs(), announcing the jobs as event (a job deleted by its
+ * middleware is "deleted", not "processed").
+ */
+static void
+complete_jobs(int64 token, const int64 *ids, int n, JobqEvent event)
+{
 	Datum	   *elems;
 	Datum		values[2];
 	bool		events;
@@ -163,7 +176,7 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 											2, types);
 	}
 	/* the success path returns the rows only when they are announced */
-	events = jobq_event_wanted(JOBQ_EVENT_PROCESSED);
+	events = jobq_event_wanted(event);
 
 	elems = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
@@ -175,7 +188,7 @@ jobq_complete_jobs(int64 token, const int64 *ids, int n)
 						 values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobq: could not delete completed jobs");
 	if (events)
-		jobq_events_from_spi(JOBQ_EVENT_PROCESSED, NULL);
+		jobq_events_from_spi(event, NULL);
 	if (SPI_processed != (uint64) n)
 		elog(WARNING, "jobq: %d jobs completed but " UINT64_FORMAT " deleted",
 			 n, SPI_processed);
@@ -303,7 +316,28 @@ jobq_complete_stopped(int64 token, JobqJob *job)
 			elog(ERROR, "jobq: job %lld was not stopped", (long long) job->id);
 			break;
 		case JOBQ_MW_RELEASE:
-			middleware_release(job->id, d->delay_ms, d->refund);
+			{
+				/* the retry rule, as for jobq.release(), after any refund */
+				JobqJob		after = *job;
+
+				if (d->refund)
+					after.attempts--;
+				if (jobq_may_try_again(&after, d->delay_ms, false))
+				{
+					middleware_release(job->id, d->delay_ms, d->refund);
+					break;
+				}
+				memset(&err, 0, sizeof(err));
+				strlcpy(err.sqlstate, "JQ002", sizeof(err.sqlstate));
+				if (job->retry_until != 0)
+					err.message = psprintf("job %lld was released by its middleware past its retry_until",
+										   (long long) job->id);
+				else
+					err.message = psprintf("job %lld was released by its middleware on its last attempt (%d of %d)",
+										   (long long) job->id, job->attempts, job->tries);
+				err.detail = "Its middleware released it, but it may not be attempted again.";
+				jobq_fail_job(job, &err);
+			}
 			break;
 		case JOBQ_MW_FAIL:
 			memset(&err, 0, sizeof(err));
@@ -312,7 +346,7 @@ jobq_complete_stopped(int64 token, JobqJob *job)
 			jobq_fail_job(job, &err);
 			break;
 		case JOBQ_MW_DELETE:
-			jobq_complete_jobs(token, &job->id, 1);
+			complete_jobs(token, &job->id, 1, JOBQ_EVENT_DELETED);
 			break;
 	}
 }

@@ -170,9 +170,12 @@ CREATE FUNCTION gone(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'no such row' USING ERRCODE = 'P0002';
 END $$;
--- middleware that holds the job back once (its first call), then lets it run
+-- middleware that deletes the jobs that ask for it, holds the others back
+-- once (its first call), then lets them run
 CREATE FUNCTION gate(ctx jsonb) RETURNS jsonb LANGUAGE sql AS $$
-    SELECT CASE WHEN nextval('gate_calls') = 1
+    SELECT CASE WHEN ctx->'payload' ? 'delete'
+                THEN '{"action": "delete"}'::jsonb
+                WHEN nextval('gate_calls') = 1
                 THEN '{"action": "release", "delay": "0"}'::jsonb
                 ELSE '{"action": "run"}'::jsonb END $$;
 CREATE FUNCTION gated(p jsonb) RETURNS void LANGUAGE sql AS $$
@@ -192,6 +195,9 @@ $id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('gated', '{"n": 31}')}
 is(sequence(events_of($id, 'processed')),
 	'queued:0 processing:1 released:0 processing:1 processed:1',
 	'a job held back by middleware is released (its attempt refunded)');
+$id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('gated', '{"delete": true}')});
+is(sequence(events_of($id, 'deleted')), 'queued:0 processing:1 deleted:1',
+	'a job deleted by its middleware is deleted, not processed');
 $id = $node->safe_psql('postgres', q{SELECT jobq.dispatch('ext_job', '{}')});
 $node->safe_psql('postgres', q{SELECT jobq.complete(id, token) FROM jobq.reserve('{default}')});
 is(sequence(events_of($id, 'processed')), 'queued:0 processing:1 processed:1',
