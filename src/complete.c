@@ -267,6 +267,27 @@ jobq_complete_leased(int64 id, int64 lease_token)
 }
 
 /*
+ * A job was released (by its handler, " by its middleware"...) but the
+ * retry rule allows no further attempt: fail it for good with JQ002.
+ */
+static void
+fail_released(JobqJob *job, const char *by, char *detail)
+{
+	JobqError	err;
+
+	memset(&err, 0, sizeof(err));
+	strlcpy(err.sqlstate, "JQ002", sizeof(err.sqlstate));
+	if (job->retry_until != 0)
+		err.message = psprintf("job %lld was released%s past its retry_until",
+							   (long long) job->id, by);
+	else
+		err.message = psprintf("job %lld was released%s on its last attempt (%d of %d)",
+							   (long long) job->id, by, job->attempts, job->tries);
+	err.detail = detail;
+	jobq_fail_job(job, &err);
+}
+
+/*
  * Put a job back in its queue after delay_ms without a failure: used when
  * middleware blocks it.  With refund, the attempt the reservation counted
  * is taken back.
@@ -327,16 +348,8 @@ jobq_complete_stopped(int64 token, JobqJob *job)
 					middleware_release(job->id, d->delay_ms, d->refund);
 					break;
 				}
-				memset(&err, 0, sizeof(err));
-				strlcpy(err.sqlstate, "JQ002", sizeof(err.sqlstate));
-				if (job->retry_until != 0)
-					err.message = psprintf("job %lld was released by its middleware past its retry_until",
-										   (long long) job->id);
-				else
-					err.message = psprintf("job %lld was released by its middleware on its last attempt (%d of %d)",
-										   (long long) job->id, job->attempts, job->tries);
-				err.detail = "Its middleware released it, but it may not be attempted again.";
-				jobq_fail_job(job, &err);
+				fail_released(job, " by its middleware",
+							  "Its middleware released it, but it may not be attempted again.");
 			}
 			break;
 		case JOBQ_MW_FAIL:
@@ -414,18 +427,8 @@ jobq_release_job(JobqJob *job, int64 delay_ms)
 
 	if (!jobq_may_try_again(job, delay_ms, false))
 	{
-		JobqError	err;
-
-		memset(&err, 0, sizeof(err));
-		strlcpy(err.sqlstate, "JQ002", sizeof(err.sqlstate));
-		if (job->retry_until != 0)
-			err.message = psprintf("job %lld was released past its retry_until",
-								   (long long) job->id);
-		else
-			err.message = psprintf("job %lld was released on its last attempt (%d of %d)",
-								   (long long) job->id, job->attempts, job->tries);
-		err.detail = "The job called jobq.release() but may not be attempted again.";
-		jobq_fail_job(job, &err);
+		fail_released(job, "",
+					  "The job called jobq.release() but may not be attempted again.");
 		return false;
 	}
 	if (release_plan == NULL)
