@@ -6,17 +6,30 @@
 #
 #   bash scripts/demo.sh          (as root on a fresh Debian 12 machine)
 #   KEEP=1 bash scripts/demo.sh   keep the cluster running afterwards
+#
+# With JOBQ_SANDBOX=DIR, jobq is installed into (and the demo run with) a
+# private copy of PostgreSQL in DIR instead of the system's, as with
+# scripts/test.sh (see scripts/sandbox.sh).  As a user other than root
+# without JOBQ_SANDBOX, jobq must already be installed.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 
+[ "$(id -u)" -eq 0 ] && "$here/scripts/install-deps.sh"
+if [ -n "${JOBQ_SANDBOX:-}" ]; then
+	PG_CONFIG=$("$here/scripts/sandbox.sh" "$JOBQ_SANDBOX")
+else
+	PG_CONFIG=$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+fi
+export PG_CONFIG
+bindir=$("$PG_CONFIG" --bindir)
+
+if [ "$(id -u)" -eq 0 ] || [ -n "${JOBQ_SANDBOX:-}" ]; then
+	echo "== building and installing jobq into $(dirname "$bindir")"
+	make -C "$here" -s PG_CONFIG="$PG_CONFIG" >/dev/null
+	make -C "$here" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
+fi
 if [ "$(id -u)" -eq 0 ]; then
-	"$here/scripts/install-deps.sh"
-	bindir=$(pg_config --bindir)
-	echo "== building and installing jobq"
-	make -C "$here" -s >/dev/null
-	make -C "$here" -s install >/dev/null
 	as_pg() { runuser -u postgres -- "$@"; }
 else
 	as_pg() { "$@"; }
