@@ -90,7 +90,7 @@ workload=$!
 
 echo "== progress (4 workers serving high, default, low)"
 printf '%8s %6s %8s %8s %9s %6s %5s %8s %7s\n' \
-	time ready delayed running retrying mails paid reports failed
+	time ready delayed running retrying outbox paid reports failed
 idle=0
 for i in $(seq 1 120); do
 	line=$(psql_demo -At -F ' ' -v started="$started" -c "
