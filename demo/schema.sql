@@ -44,12 +44,26 @@ BEGIN
     SELECT (payload->>'day')::int, count(*) FROM shop.orders;
 END $$;
 
--- broken: an item the warehouse does not know fails every time
+-- broken: an item the warehouse does not know fails every time (tried 3 times)
 CREATE FUNCTION shop.sync_inventory(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'SKU % does not exist in the warehouse', payload->>'sku'
-        USING ERRCODE = 'P0002', DETAIL = 'The warehouse API answered 404.';
+        USING DETAIL = 'The warehouse API answered 404.';
 END $$;
+
+-- a chain: pack an order, then ship it (the shipping link is dispatched
+-- only when packing succeeded); a fragile parcel cannot be packed
+CREATE FUNCTION shop.pack_order(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF (payload->>'fragile')::boolean THEN
+        PERFORM jobq.fail('order ' || (payload->>'order') || ' is fragile: pack it by hand');
+        RETURN;
+    END IF;
+    INSERT INTO shop.outbox (order_id, kind) VALUES ((payload->>'order')::int, 'packed');
+END $$;
+CREATE FUNCTION shop.ship_order(payload jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO shop.outbox (order_id, kind) VALUES ((payload->>'order')::int, 'shipped')
+$$;
 
 -- too slow: exceeds its timeout and fails saying so
 CREATE FUNCTION shop.export_ledger(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
@@ -64,4 +78,6 @@ SELECT jobq.register('shop.charge_card', queue => 'high', tries => 6, backoff =>
 SELECT jobq.register('shop.build_report', queue => 'low', timeout => '10 s');
 SELECT jobq.register('shop.sync_inventory', queue => 'default', tries => 3, backoff => '500 ms');
 SELECT jobq.register('shop.export_ledger', queue => 'low', tries => 2, timeout => '1 s');
+SELECT jobq.register('shop.pack_order', queue => 'default', tries => 3);
+SELECT jobq.register('shop.ship_order', queue => 'default');
 RESET ROLE;

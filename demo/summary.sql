@@ -9,10 +9,11 @@ UNION ALL SELECT 'reminders sent early', count(*)::text FROM shop.outbox o JOIN 
                                                      WHERE o.kind = 'reminder' AND o.sent < r.placed + interval '2 s'
 UNION ALL SELECT 'receipts of rolled-back orders', count(*)::text FROM shop.outbox o
                                                      LEFT JOIN shop.orders r ON r.id = o.order_id WHERE r.id IS NULL
+UNION ALL SELECT 'orders packed, then shipped (chains)', count(*)::text FROM shop.outbox WHERE kind = 'shipped'
 UNION ALL SELECT 'reports built', count(*)::text FROM shop.reports
 UNION ALL SELECT 'jobs still queued', count(*)::text FROM jobq.jobs;
 
 \echo
 \echo '== Failed jobs (jobq.failed_jobs)'
-SELECT job_id, job, payload, attempts, sqlstate, exception
+SELECT job_id, job, payload, attempts, sqlstate, exception, chain_links_left AS links_left
   FROM jobq.failed_jobs ORDER BY failed_at;

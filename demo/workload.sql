@@ -16,6 +16,15 @@ BEGIN
             PERFORM jobq.dispatch('shop.send_reminder', jsonb_build_object('order', o),
                                   delay => (2 + i / 80) * interval '1 s');
         END IF;
+        -- every 100th order is packed, then shipped: a chain of two jobs;
+        -- the last one is fragile, so its chain stops at packing
+        IF i % 100 = 0 THEN
+            PERFORM jobq.dispatch_chain(jsonb_build_array(
+                jsonb_build_object('job', 'shop.pack_order',
+                                   'payload', jsonb_build_object('order', o, 'fragile', i = 400)),
+                jsonb_build_object('job', 'shop.ship_order',
+                                   'payload', jsonb_build_object('order', o))));
+        END IF;
         -- an order that is rolled back leaves no job behind
         IF i % 50 = 0 THEN
             BEGIN

@@ -2,21 +2,35 @@
 # The main job: build and install jobq, start a throwaway PostgreSQL with
 # jobq preloaded, and run a small shop's background work through it while
 # you watch: several queues with priorities, delayed jobs, a flaky handler
-# that fails and is retried, handlers that fail for good, a timeout.
+# that fails and is retried, handlers that fail for good, a timeout, chains
+# of two jobs, and the job events a LISTEN client receives.
 #
 #   bash scripts/demo.sh          (as root on a fresh Debian 12 machine)
 #   KEEP=1 bash scripts/demo.sh   keep the cluster running afterwards
+#
+# With JOBQ_SANDBOX=DIR, jobq is installed into (and the demo run with) a
+# private copy of PostgreSQL in DIR instead of the system's, as with
+# scripts/test.sh (see scripts/sandbox.sh).  As a user other than root
+# without JOBQ_SANDBOX, jobq must already be installed.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-bindir=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
 
+[ "$(id -u)" -eq 0 ] && "$here/scripts/install-deps.sh"
+if [ -n "${JOBQ_SANDBOX:-}" ]; then
+	PG_CONFIG=$("$here/scripts/sandbox.sh" "$JOBQ_SANDBOX")
+else
+	PG_CONFIG=$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)
+fi
+export PG_CONFIG
+bindir=$("$PG_CONFIG" --bindir)
+
+if [ "$(id -u)" -eq 0 ] || [ -n "${JOBQ_SANDBOX:-}" ]; then
+	echo "== building and installing jobq into $(dirname "$bindir")"
+	make -C "$here" -s PG_CONFIG="$PG_CONFIG" >/dev/null
+	make -C "$here" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
+fi
 if [ "$(id -u)" -eq 0 ]; then
-	"$here/scripts/install-deps.sh"
-	bindir=$(pg_config --bindir)
-	echo "== building and installing jobq"
-	make -C "$here" -s >/dev/null
-	make -C "$here" -s install >/dev/null
 	as_pg() { runuser -u postgres -- "$@"; }
 else
 	as_pg() { "$@"; }
@@ -28,8 +42,10 @@ chmod 755 "$dir"
 port=$(( 20000 + RANDOM % 20000 ))
 psql_demo() { as_pg "$bindir/psql" -X -q -h "$dir" -p "$port" -d jobq_demo -v ON_ERROR_STOP=1 "$@"; }
 
+listener=
 cleanup()
 {
+	[ -n "$listener" ] && kill "$listener" 2>/dev/null
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "== cluster left running: psql -h $dir -p $port -d jobq_demo (stop: $bindir/pg_ctl -D $dir/data stop)"
 	else
@@ -48,6 +64,7 @@ port = $port
 shared_preload_libraries = 'jobq'
 jobq.workers = 4
 jobq.queues = 'high, default, low'
+jobq.events = 'all'
 max_worker_processes = 16
 CONF
 as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
@@ -58,13 +75,22 @@ as_pg "$bindir/psql" -X -q -h "$dir" -p "$port" -d jobq_demo \
 
 echo "== creating the shop (demo/schema.sql) and dispatching its work (demo/workload.sql)"
 psql_demo -f "$here/demo/schema.sql" >/dev/null
+# a LISTEN client: the jobq CLI prints every job event as a JSON line
+pguser=$([ "$(id -u)" -eq 0 ] && echo postgres || id -un)
+"$bindir/jobq" listen -d "host=$dir port=$port dbname=jobq_demo user=$pguser" \
+	>"$dir/events.jsonl" 2>"$dir/listen.log" &
+listener=$!
+for _ in $(seq 1 50); do
+	grep -q listening "$dir/listen.log" 2>/dev/null && break
+	sleep 0.1
+done
 started=$(psql_demo -Atc "SELECT clock_timestamp()")
 psql_demo -f "$here/demo/workload.sql" >/dev/null &
 workload=$!
 
 echo "== progress (4 workers serving high, default, low)"
 printf '%8s %6s %8s %8s %9s %6s %5s %8s %7s\n' \
-	time ready delayed running retrying mails paid reports failed
+	time ready delayed running retrying outbox paid reports failed
 idle=0
 for i in $(seq 1 120); do
 	line=$(psql_demo -At -F ' ' -v started="$started" -c "
@@ -93,8 +119,21 @@ echo "== the jobq processes (pg_stat_activity)"
 psql_demo -c "SELECT pid, backend_type, datname, state, query FROM pg_stat_activity
                WHERE backend_type LIKE 'jobq%' ORDER BY backend_type, pid"
 
-psql_demo -f "$here/demo/summary.sql"
+kill "$listener" && wait "$listener" || true
+listener=
+
 echo
-echo "== server log: what the workers reported"
-grep -E 'jobq (worker|launcher)|ERROR|FATAL|PANIC' "$dir/server.log" | tail -n 5 ||
-	echo "(nothing: no errors, no crashes)"
+echo "== server log: errors and crashes"
+# (the pool manager of database postgres leaves when jobq.database changes)
+grep -E 'jobq (worker|launcher)|ERROR|FATAL|PANIC' "$dir/server.log" |
+	grep -v 'terminating background worker "jobq pool manager" due to administrator command' |
+	tail -n 5 | grep . || echo "(none)"
+
+echo
+echo "== job events received by a LISTEN client (jobq listen), by kind"
+grep -o '"event": *"[a-z]*"' "$dir/events.jsonl" | sed 's/.*"\([a-z]*\)"$/\1/' |
+	sort | uniq -c | sort -rn
+echo "-- the 'failed' events:"
+grep '"event": *"failed"' "$dir/events.jsonl" || true
+
+psql_demo -f "$here/demo/summary.sql"
