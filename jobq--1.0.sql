@@ -205,10 +205,12 @@ COMMENT ON FUNCTION jobq.dispatch_chain(pg_catalog.jsonb, pg_catalog.text,
     pg_catalog.interval, pg_catalog.text)
     IS 'Queue a chain of jobs: each link is dispatched when the one before it succeeds';
 
+-- The same as jobq.retry(failed_id), returning only the new job's id.
 CREATE FUNCTION jobq.retry_chain(failed_id pg_catalog.int8)
 RETURNS pg_catalog.int8
-LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE
-AS 'MODULE_PATHNAME', 'jobq_retry_chain';
+LANGUAGE sql STRICT VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT r.job_id FROM jobq.retry(failed_id) AS r $$;
 
 COMMENT ON FUNCTION jobq.retry_chain(pg_catalog.int8)
     IS 'Queue a failed job again; if it was a chain link, the rest of the chain follows it';

@@ -59,7 +59,6 @@
 #include "jobq.h"
 
 PG_FUNCTION_INFO_V1(jobq_dispatch_chain);
-PG_FUNCTION_INFO_V1(jobq_retry_chain);
 
 /* the most links one chain may have */
 #define JOBQ_MAX_CHAIN_LINKS 1000
@@ -67,8 +66,6 @@ PG_FUNCTION_INFO_V1(jobq_retry_chain);
 static SPIPlanPtr links_plan = NULL;
 static SPIPlanPtr normalize_plan = NULL;
 static SPIPlanPtr next_link_plan = NULL;
-static SPIPlanPtr failed_link_plan = NULL;
-static SPIPlanPtr forget_failed_plan = NULL;
 
 /*
  * Fill jobq_insert_job()'s arguments from a row: col[i] is the column
@@ -90,10 +87,8 @@ insert_args_from_row(HeapTuple tup, TupleDesc desc, const int *col,
 	}
 }
 
-/* columns of next_link_plan / failed_link_plan holding each insert argument */
+/* columns of next_link_plan holding each insert argument */
 static const int next_link_cols[JOBQ_INS_NARGS] = {1, 2, 3, 0, 4, 5, 6, 7, 0, 8};
-static const int failed_link_cols[JOBQ_INS_NARGS] = {1, 2, 3, 4, 5, 6, 7, 0, 8, 9,
-0, 10, 11, 12};
 
 /* the keys a link may have */
 #define LINK_KEYS "{job,payload,queue,delay,tries,timeout,backoff}"
@@ -575,85 +570,3 @@ jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id, Jsonb *chain,
 	CurrentResourceOwner = oldowner;
 }
 
-/*
- * jobq.retry_chain(failed_id bigint) RETURNS bigint
- *
- * Queue a failed job again, with its original queue and settings, attempts
- * from 0, and remove its failed record.  If it was a chain link, the links
- * that did not run follow it as before: the chain resumes.  Only the job's
- * owner (or a member of it, or a superuser) may retry it.
- */
-Datum
-jobq_retry_chain(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_INT64(jobq_requeue_failed(PG_GETARG_INT64(0)));
-}
-
-/*
- * The work of jobq.retry_chain, for other entry points (jobq.retry): queue
- * failed job failed_id again, with the rest of its chain if it was a chain
- * link, as the current user would be allowed to.  Returns the new job id.
- */
-int64
-jobq_requeue_failed(int64 failed_id)
-{
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec;
-	Datum		args[1];
-	Datum		values[JOBQ_INS_NARGS];
-	char		nulls[JOBQ_INS_NARGS];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	Oid			owner;
-	int64		id;
-
-	SPI_connect();
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(jobq_extension_owner(),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	if (failed_link_plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		failed_link_plan = jobq_prepare_kept(
-											 "SELECT job, payload, queue, owner::pg_catalog.oid,"
-											 "  tries, timeout, backoff, chain_id, chain,"
-											 "  max_exceptions, backoff_schedule, backoff_exponential"
-											 " FROM jobq.failed WHERE id OPERATOR(pg_catalog.=) $1"
-											 " FOR UPDATE",
-											 1, types);
-		forget_failed_plan = jobq_prepare_kept(
-											   "DELETE FROM jobq.failed WHERE id OPERATOR(pg_catalog.=) $1",
-											   1, types);
-	}
-	args[0] = Int64GetDatum(failed_id);
-	if (SPI_execute_plan(failed_link_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "jobq: could not read failed job %lld", (long long) failed_id);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("failed job %lld does not exist", (long long) failed_id),
-				 errhint("Pass an id from jobq.failed_jobs.")));
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	owner = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-	if (!has_privs_of_role(caller, owner))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to retry failed job %lld", (long long) failed_id),
-				 errdetail("It belongs to role %s.", GetUserNameFromId(owner, true))));
-
-	insert_args_from_row(tup, desc, failed_link_cols, values, nulls);
-	values[JOBQ_INS_AVAILABLE_AT] = TimestampTzGetDatum(GetCurrentTimestamp());
-	nulls[JOBQ_INS_AVAILABLE_AT] = ' ';
-
-	if (SPI_execute_plan(forget_failed_plan, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "jobq: could not remove failed job %lld", (long long) failed_id);
-	id = jobq_insert_job(values, nulls);
-
-	SetUserIdAndSecContext(save_userid, save_sec);
-	SPI_finish();
-	return id;
-}

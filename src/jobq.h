@@ -544,7 +544,6 @@ extern void jobq_dispatch_sync(const char *job, Oid fnoid, Datum payload,
 /* ---- chains (chain.c) ---- */
 
 extern void jobq_chain_advance(Oid owner, int64 chain_id, Jsonb *chain);
-extern int64 jobq_requeue_failed(int64 failed_id);
 extern void jobq_chain_failed(int64 failed_id, Oid owner, int64 chain_id,
 							  Jsonb *chain, Jsonb *payload, Jsonb *error);
 
