@@ -463,6 +463,10 @@ struct JobqRunner
 	JobqJob    *jobs;			/* the batch, JOBQ_MAX_BATCH entries */
 	MemoryContext loop_cxt;		/* lives as long as the loop */
 	MemoryContext batch_cxt;	/* reset after every batch */
+	/* the next batch, reserved by the transaction that ended the last one */
+	JobqJob    *next_jobs;		/* JOBQ_MAX_BATCH entries */
+	int			nnext;			/* how many; 0 = none */
+	MemoryContext next_cxt;		/* holds their data */
 };
 
 extern void jobq_runner_loop(JobqRunner *runner);
@@ -471,6 +475,8 @@ extern List *jobq_queue_array_list(ArrayType *arr, bool reject_repeats);
 extern bool jobq_runner_should_stop(JobqRunner *runner);
 extern void jobq_runner_begin(JobqRunner *runner);
 extern void jobq_runner_commit(JobqRunner *runner);
+extern void jobq_runner_reserve_next(JobqRunner *runner);
+extern void jobq_runner_forget_next(JobqRunner *runner);
 extern List *jobq_parse_queue_list(const char *text);
 extern void jobq_check_queue_name(const char *queue);
 
