@@ -389,7 +389,8 @@ jobq_runner_reserve_next(JobqRunner *runner)
 	}
 	Assert(runner->nnext == 0);
 	runner->nnext = jobq_reserve_batch(runner->token, runner->queues, limit,
-									   runner->next_jobs, runner->next_cxt);
+									   runner->next_jobs, runner->next_cxt,
+									   runner->hints);
 	if (runner->nnext > 0)
 		attempts_durable();
 }
@@ -404,6 +405,7 @@ jobq_runner_forget_next(JobqRunner *runner)
 	runner->nnext = 0;
 	if (runner->next_cxt != NULL)
 		MemoryContextReset(runner->next_cxt);
+	memset(runner->hints, 0, sizeof(runner->hints));
 }
 
 /*
@@ -453,6 +455,8 @@ jobq_runner_loop(JobqRunner *runner)
 			ProcessConfigFile(PGC_SIGHUP);
 			if (runner->on_reload)
 				runner->on_reload(runner);
+			/* the queue list may have changed */
+			memset(runner->hints, 0, sizeof(runner->hints));
 		}
 		/* reserved by the transaction that ended the last batch: run it */
 		if (runner->nnext > 0)
@@ -522,7 +526,8 @@ jobq_runner_loop(JobqRunner *runner)
 															 JOBQ_PRUNE_INTERVAL_MS);
 		}
 		n = jobq_reserve_batch(runner->token, runner->queues, limit, jobs,
-							   runner->batch_cxt);
+							   runner->batch_cxt,
+							   runner->in_procedure ? NULL : runner->hints);
 		if (n == 0)
 			next_due = jobq_next_due_ms(runner->queues);
 		else
