@@ -11,7 +11,11 @@
 #   bash scripts/test.sh            everything
 #   bash scripts/test.sh regress    only pg_regress and isolation tests
 #   bash scripts/test.sh tap        only the TAP tests
+#   bash scripts/test.sh bench      only the benchmark smoke (bench/run.sh --quick)
 #
+# As root, "everything" ends with the benchmark smoke (about 40 s: tiny
+# sizes, no timing is checked, it only proves the harness still runs);
+# JOBQ_SKIP_BENCH=1 leaves it out.
 # With JOBQ_SANDBOX=DIR, jobq is installed into (and tested against) a
 # private copy of PostgreSQL in DIR instead of the system's: see
 # scripts/sandbox.sh.  PROVE_TESTS="t/001_workers.pl" picks TAP tests.
@@ -24,11 +28,30 @@ case "$what" in
 	all) targets=(installcheck) ;;
 	regress) targets=(installcheck TAP_TESTS=) ;;
 	tap) targets=(installcheck REGRESS= ISOLATION=) ;;
-	*) echo "usage: $0 [all|regress|tap]" >&2; exit 2 ;;
+	bench) targets=() ;;
+	*) echo "usage: $0 [all|regress|tap|bench]" >&2; exit 2 ;;
 esac
 
+# the benchmark smoke: builds and installs like the tests, then runs
+# bench/run.sh --quick against its own throwaway cluster
+bench_smoke()
+{
+	echo "+++ benchmark smoke (bench/run.sh --quick) +++"
+	if [ -n "${JOBQ_SANDBOX:-}" ]; then
+		bash "$here/bench/run.sh" --quick
+	else
+		JOBQ_BENCH_SYSTEM=1 bash "$here/bench/run.sh" --quick
+	fi
+}
+
 if [ "$(id -u)" -ne 0 ]; then
+	[ "$what" = bench ] && exec bash "$here/bench/run.sh" --quick
 	exec make -C "$here" "${targets[@]}"
+fi
+
+if [ "$what" = bench ]; then
+	bench_smoke
+	exit
 fi
 
 "$here/scripts/install-deps.sh"
@@ -58,5 +81,8 @@ if [ $status -ne 0 ]; then
 	echo "jobq tests FAILED" >&2
 else
 	echo "jobq tests passed"
+	if [ "$what" = all ] && [ -z "${JOBQ_SKIP_BENCH:-}" ]; then
+		bench_smoke || { status=$?; echo "jobq benchmark smoke FAILED" >&2; }
+	fi
 fi
 exit $status

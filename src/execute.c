@@ -29,6 +29,11 @@
  * moving average run time, or unknown).  A slow job also hands the rest of
  * its batch back (attempts refunded) so that other workers can take them.
  *
+ * The transaction that ends a batch also reserves the next one while the
+ * worker is busy (jobq_runner_reserve_next, runner.c): its commit makes the
+ * next attempts durable before their handlers run, as a reservation
+ * transaction of its own would, with one commit less per batch.
+ *
  * Copyright (c) 2026, jobq developers
  *
  * IDENTIFICATION
@@ -579,6 +584,9 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 		}
 
 		jobq_complete_jobs(runner->token, done_ids, ndone);
+		/* the batch is done: reserve the next one in the same commit */
+		if (i >= njobs)
+			jobq_runner_reserve_next(runner);
 		jobq_runner_commit(runner);
 	}
 

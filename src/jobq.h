@@ -316,8 +316,22 @@ typedef struct JobqJob
 extern int	jobq_job_cmp(const void *a, const void *b);
 extern int64 jobq_token_new(void);
 extern void jobq_token_drop(int64 token);
+/*
+ * Where a busy worker's last reservation in a queue ended (reserve.c): its
+ * next one starts there, past the index entries of jobs reserved already.
+ */
+#define JOBQ_SCAN_HINTS 8		/* for the first queues of a list */
+typedef struct JobqScanHint
+{
+	bool		valid;
+	TimestampTz available_at;
+	int64		id;
+	TimestampTz full_scan_at;	/* last scan from the queue's head */
+} JobqScanHint;
+
 extern int	jobq_reserve_batch(int64 token, List *queues, int max_jobs,
-							   JobqJob *jobs, MemoryContext cxt);
+							   JobqJob *jobs, MemoryContext cxt,
+							   JobqScanHint *hints);
 extern int64 jobq_next_due_ms(List *queues);
 extern int	jobq_recover_lost(int64 token_to_skip);
 extern bool jobq_job_load(int64 id, JobqJob *job, MemoryContext cxt);
@@ -463,6 +477,11 @@ struct JobqRunner
 	JobqJob    *jobs;			/* the batch, JOBQ_MAX_BATCH entries */
 	MemoryContext loop_cxt;		/* lives as long as the loop */
 	MemoryContext batch_cxt;	/* reset after every batch */
+	/* the next batch, reserved by the transaction that ended the last one */
+	JobqJob    *next_jobs;		/* JOBQ_MAX_BATCH entries */
+	int			nnext;			/* how many; 0 = none */
+	MemoryContext next_cxt;		/* holds their data */
+	JobqScanHint hints[JOBQ_SCAN_HINTS];	/* per queue, list order */
 };
 
 extern void jobq_runner_loop(JobqRunner *runner);
@@ -471,6 +490,8 @@ extern List *jobq_queue_array_list(ArrayType *arr, bool reject_repeats);
 extern bool jobq_runner_should_stop(JobqRunner *runner);
 extern void jobq_runner_begin(JobqRunner *runner);
 extern void jobq_runner_commit(JobqRunner *runner);
+extern void jobq_runner_reserve_next(JobqRunner *runner);
+extern void jobq_runner_forget_next(JobqRunner *runner);
 extern List *jobq_parse_queue_list(const char *text);
 extern void jobq_check_queue_name(const char *queue);
 

@@ -51,6 +51,8 @@
 #include "jobq.h"
 
 #define JOBQ_LOCK_FIELD4 0x4A51 /* "JQ" */
+/* a busy worker scans a queue from its head at least this often */
+#define JOBQ_FULL_SCAN_MS 50
 
 static void
 token_locktag(LOCKTAG *tag, int64 token)
@@ -126,6 +128,23 @@ static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "jobq: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * The same, for a statement whose generic plan is as good as any custom
+ * one: planned once, not at every call.
+ */
+static SPIPlanPtr
+prepare_kept_generic(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "jobq: SPI_prepare failed: %s",
@@ -271,15 +290,43 @@ jobq_interval_ms(Interval *iv)
 }
 
 /*
+ * Reserve up to max_jobs ready jobs of one queue, from its head or (hinted)
+ * from a position in it.  Returns how many, filled into jobs[].
+ */
+static int
+reserve_in_queue(int64 token, const char *queue, int max_jobs, bool hinted,
+				 TimestampTz from_available_at, int64 from_id, JobqJob *jobs,
+				 MemoryContext cxt)
+{
+	Datum		values[5];
+	int			n = 0;
+
+	values[0] = Int64GetDatum(token);
+	values[1] = CStringGetTextDatum(queue);
+	values[2] = Int32GetDatum(max_jobs);
+	values[3] = TimestampTzGetDatum(hinted ? from_available_at : DT_NOBEGIN);
+	values[4] = Int64GetDatum(hinted ? from_id : PG_INT64_MIN);
+	if (SPI_execute_plan(reserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "jobq: reservation failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		job_from_tuple(&jobs[n++], SPI_tuptable->vals[i],
+					   SPI_tuptable->tupdesc, cxt);
+	SPI_freetuptable(SPI_tuptable);
+	pfree(DatumGetPointer(values[1]));
+	return n;
+}
+
+/*
  * Reserve up to max_jobs jobs, serving queues strictly in list order and
  * each queue in the order its jobs became available.  Fills jobs[] (data
  * copied into cxt) and returns how many.  Caller is inside a transaction
  * with SPI connected and a snapshot pushed, and must commit it before
- * running any handler: that commit makes the attempts durable.
+ * running any handler: that commit makes the attempts durable.  hints
+ * (JOBQ_SCAN_HINTS of them, or NULL) are the caller's, kept between calls.
  */
 int
 jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
-				   MemoryContext cxt)
+				   MemoryContext cxt, JobqScanHint *hints)
 {
 	int			n = 0;
 	ListCell   *lc;
@@ -290,50 +337,87 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 	 */
 	if (reserve_plan == NULL)
 	{
-		Oid			types[3] = {INT8OID, TEXTOID, INT4OID};
+		Oid			types[5] = {INT8OID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+		INT8OID};
 
-		reserve_plan = prepare_kept(
-									"WITH picked AS ("
-									"  SELECT id AS picked_id FROM jobq.jobs"
-									"   WHERE queue OPERATOR(pg_catalog.=) $2"
-									"     AND reserved_by IS NULL AND NOT external"
-									"     AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-									"   ORDER BY available_at, id"
-									"   LIMIT $3"
-									"   FOR UPDATE SKIP LOCKED)"
-									" UPDATE jobq.jobs j"
-									"    SET attempts = pg_catalog.int4smaller(j.attempts, 2147483646)"
-									"          OPERATOR(pg_catalog.+) 1,"
-									"        reserved_by = $1,"
-									"        reserved_at = pg_catalog.now()"
-									"   FROM picked"
-									"  WHERE j.id OPERATOR(pg_catalog.=) picked.picked_id"
-									" RETURNING " JOB_COLUMNS,
-									3, types);
+		/*
+		 * Shaped so that one generic plan serves every call: the picked ids
+		 * come as an array, so the update always probes the primary key
+		 * (with a join on the picked rows the generic plan hashes the whole
+		 * table, and planning the statement at each call costs about a
+		 * third of the reservation).
+		 */
+		reserve_plan = prepare_kept_generic(
+											"UPDATE jobq.jobs j"
+											"   SET attempts = pg_catalog.int4smaller(j.attempts, 2147483646)"
+											"         OPERATOR(pg_catalog.+) 1,"
+											"       reserved_by = $1,"
+											"       reserved_at = pg_catalog.now()"
+											" WHERE j.id OPERATOR(pg_catalog.=) ANY (ARRAY("
+											"  SELECT id FROM jobq.jobs"
+											"   WHERE queue OPERATOR(pg_catalog.=) $2"
+											"     AND reserved_by IS NULL AND NOT external"
+											"     AND available_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+											"     AND (available_at, id) OPERATOR(pg_catalog.>=) ($4, $5)"
+											"   ORDER BY available_at, id"
+											"   LIMIT $3"
+											"   FOR UPDATE SKIP LOCKED))"
+											" RETURNING " JOB_COLUMNS,
+											5, types);
 	}
 
 	foreach(lc, queues)
 	{
 		char	   *queue = (char *) lfirst(lc);
-		Datum		values[3];
+		JobqScanHint *hint = NULL;
+		bool		hinted;
+		int			want = max_jobs - n;
 		int			first = n;
 
 		if (n >= max_jobs)
 			break;
+		if (hints != NULL && foreach_current_index(lc) < JOBQ_SCAN_HINTS)
+			hint = &hints[foreach_current_index(lc)];
 
-		values[0] = Int64GetDatum(token);
-		values[1] = CStringGetTextDatum(queue);
-		values[2] = Int32GetDatum(max_jobs - n);
-		if (SPI_execute_plan(reserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "jobq: reservation failed");
-
-		for (uint64 i = 0; i < SPI_processed; i++)
-			job_from_tuple(&jobs[n++], SPI_tuptable->vals[i],
-						   SPI_tuptable->tupdesc, cxt);
+		/*
+		 * A busy worker starts where its last reservation in this queue
+		 * ended: the index entries before that belong to jobs reserved
+		 * already (the reservation takes them out of the ready index, but
+		 * their entries stay until vacuum, and scanning them from the head
+		 * each time costs more than the rest of the reservation).  A job
+		 * can still appear before the hint (a dispatch that commits late, a
+		 * job handed back), so the worker scans from the head whenever the
+		 * hinted scan comes back short, and at least every
+		 * JOBQ_FULL_SCAN_MS.
+		 */
+		hinted = hint != NULL && hint->valid &&
+			!TimestampDifferenceExceeds(hint->full_scan_at, GetCurrentTimestamp(),
+										JOBQ_FULL_SCAN_MS);
+		if (hinted)
+			n += reserve_in_queue(token, queue, want, true, hint->available_at,
+								  hint->id, jobs + n, cxt);
+		if (!hinted || n - first < want)
+		{
+			n += reserve_in_queue(token, queue, max_jobs - n, false, 0, 0,
+								  jobs + n, cxt);
+			if (hint != NULL)
+				hint->full_scan_at = GetCurrentTimestamp();
+		}
 
 		/* UPDATE ... RETURNING does not keep the subquery's order */
 		if (n - first > 1)
 			qsort(&jobs[first], n - first, sizeof(JobqJob), jobq_job_cmp);
+
+		/* a hint only while the queue has more ready jobs than we take */
+		if (hint != NULL)
+		{
+			hint->valid = (n - first == want);
+			if (hint->valid)
+			{
+				hint->available_at = jobs[n - 1].sort_key;
+				hint->id = jobs[n - 1].id;
+			}
+		}
 	}
 	announce_batch(jobs, n);
 	return n;

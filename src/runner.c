@@ -334,6 +334,81 @@ jobq_queue_list_text(List *queues, bool quote)
 }
 
 /*
+ * The attempts just reserved must be on disk before any handler runs, even
+ * with synchronous_commit = off: a handler that crashes the server must not
+ * be retried forever (invariant 4).  For the current transaction only.
+ */
+static void
+attempts_durable(void)
+{
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local",
+								 PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+}
+
+/*
+ * Called by execute.c in the transaction that ends a batch, before it
+ * commits: reserve the next batch in that transaction, saving a
+ * reservation transaction (and its commit) per batch while the worker is
+ * busy.  Only when the loop would go straight on to another reservation:
+ * a background worker with shared memory that is not stopping, with no
+ * reload, recovery or pruning due (those belong to the reservation
+ * transaction of the loop) and jobs left to run under max_jobs.
+ */
+void
+jobq_runner_reserve_next(JobqRunner *runner)
+{
+	int			limit;
+	TimestampTz now;
+
+	if (runner->in_procedure || runner->slot == NULL || ConfigReloadPending ||
+		jobq_runner_should_stop(runner))
+		return;
+	now = GetCurrentTimestamp();
+	if (runner->last_recovery == 0 ||
+		jobq_slot_exit_count() != runner->seen_exits ||
+		TimestampDifferenceExceeds(runner->last_recovery, now,
+								   JOBQ_RECOVERY_INTERVAL_MS))
+		return;
+	if (jobq_failed_retention_s > 0 && now >= runner->next_prune)
+		return;
+	limit = Min(runner->batch_size, JOBQ_MAX_BATCH);
+	if (runner->max_jobs > 0)
+		limit = Min(limit, runner->max_jobs - runner->jobs_run);
+	if (limit <= 0)
+		return;
+
+	if (runner->next_jobs == NULL)
+	{
+		runner->next_jobs = MemoryContextAlloc(runner->loop_cxt,
+											   sizeof(JobqJob) * JOBQ_MAX_BATCH);
+		runner->next_cxt = AllocSetContextCreate(runner->loop_cxt,
+												 "jobq next batch",
+												 ALLOCSET_DEFAULT_SIZES);
+	}
+	Assert(runner->nnext == 0);
+	runner->nnext = jobq_reserve_batch(runner->token, runner->queues, limit,
+									   runner->next_jobs, runner->next_cxt,
+									   runner->hints);
+	if (runner->nnext > 0)
+		attempts_durable();
+}
+
+/*
+ * After an error: the next batch's reservation either rolled back or is
+ * recovered once the caller gives up its token.
+ */
+void
+jobq_runner_forget_next(JobqRunner *runner)
+{
+	runner->nnext = 0;
+	if (runner->next_cxt != NULL)
+		MemoryContextReset(runner->next_cxt);
+	memset(runner->hints, 0, sizeof(runner->hints));
+}
+
+/*
  * Run jobs until told to stop: *stop_requested, max_jobs reached, or (with
  * stop_when_empty) no job ready.  Returns normally in those cases; errors
  * propagate to the caller, which owns the recovery.
@@ -360,14 +435,50 @@ jobq_runner_loop(JobqRunner *runner)
 
 		CHECK_FOR_INTERRUPTS();
 		if (jobq_runner_should_stop(runner))
+		{
+			/* a next batch reserved already never started: hand it back */
+			if (runner->nnext > 0)
+			{
+				old = MemoryContextSwitchTo(runner->batch_cxt);
+				jobq_runner_begin(runner);
+				jobq_unreserve(runner->token, runner->next_jobs,
+							   runner->nnext, true);
+				jobq_runner_commit(runner);
+				MemoryContextSwitchTo(old);
+				jobq_runner_forget_next(runner);
+			}
 			break;
+		}
 		if (!runner->in_procedure && ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			if (runner->on_reload)
 				runner->on_reload(runner);
+			/* the queue list may have changed */
+			memset(runner->hints, 0, sizeof(runner->hints));
 		}
+		/* reserved by the transaction that ended the last batch: run it */
+		if (runner->nnext > 0)
+		{
+			JobqJob    *swap_jobs = runner->jobs;
+			MemoryContext swap_cxt = runner->batch_cxt;
+
+			n = runner->nnext;
+			runner->jobs = jobs = runner->next_jobs;
+			runner->batch_cxt = runner->next_cxt;
+			runner->next_jobs = swap_jobs;
+			runner->next_cxt = swap_cxt;
+			runner->nnext = 0;
+
+			old = MemoryContextSwitchTo(runner->batch_cxt);
+			jobq_execute_batch(runner, jobs, n);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(runner->batch_cxt);
+			was_idle = false;
+			continue;
+		}
+
 		limit = Min(runner->batch_size, JOBQ_MAX_BATCH);
 		if (runner->max_jobs > 0)
 		{
@@ -415,20 +526,12 @@ jobq_runner_loop(JobqRunner *runner)
 															 JOBQ_PRUNE_INTERVAL_MS);
 		}
 		n = jobq_reserve_batch(runner->token, runner->queues, limit, jobs,
-							   runner->batch_cxt);
+							   runner->batch_cxt,
+							   runner->in_procedure ? NULL : runner->hints);
 		if (n == 0)
 			next_due = jobq_next_due_ms(runner->queues);
-		else if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
-		{
-			/*
-			 * The attempts must be on disk before any handler runs, even
-			 * with synchronous_commit = off: a handler that crashes the
-			 * server must not be retried forever (invariant 4).
-			 */
-			(void) set_config_option("synchronous_commit", "local",
-									 PGC_SUSET, PGC_S_SESSION,
-									 GUC_ACTION_LOCAL, true, 0, false);
-		}
+		else
+			attempts_durable();
 		jobq_runner_commit(runner);
 
 		if (n > 0)

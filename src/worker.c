@@ -265,6 +265,7 @@ jobq_worker_main(Datum main_arg)
 		/* go on with a new token, after a pause */
 		QueryCancelHoldoffCount = 1;
 		MemoryContextReset(runner.batch_cxt);
+		jobq_runner_forget_next(&runner);
 		jobq_token_drop(runner.token);
 		runner.token = jobq_token_new();
 		jobq_slot_set_token(runner.slot, runner.token);
