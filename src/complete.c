@@ -58,8 +58,12 @@ static void complete_jobs(int64 token, const int64 *ids, int n,
 	" 'detail', $" #c "::pg_catalog.text, 'hint', $" #d "::pg_catalog.text," \
 	" 'context', $" #e "::pg_catalog.text))"
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
+/*
+ * Prepare a statement and keep it for the life of the process (shared by
+ * the files that run jobq's own statements).
+ */
+SPIPlanPtr
+jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
@@ -68,16 +72,6 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
-}
-
-/*
- * Prepare a statement and keep it for the life of the process (for the
- * other files that need kept plans).
- */
-SPIPlanPtr
-jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	return prepare_kept(sql, nargs, argtypes);
 }
 
 void
@@ -167,11 +161,11 @@ complete_jobs(int64 token, const int64 *ids, int n, JobqEvent event)
 		"     AND reserved_by OPERATOR(pg_catalog.=) $2" \
 		"   RETURNING " cols ")" \
 		" SELECT * FROM d"
-		complete_plan = prepare_kept(COMPLETE_SQL("NULL::pg_catalog.int8, NULL::pg_catalog.text,"
+		complete_plan = jobq_prepare_kept(COMPLETE_SQL("NULL::pg_catalog.int8, NULL::pg_catalog.text,"
 												  " NULL::pg_catalog.text, NULL::pg_catalog.int4,"
 												  " owner::pg_catalog.oid, chain_id, chain"),
 									 2, types);
-		complete_events_plan = prepare_kept(COMPLETE_SQL("id, queue, job, attempts,"
+		complete_events_plan = jobq_prepare_kept(COMPLETE_SQL("id, queue, job, attempts,"
 														 " owner::pg_catalog.oid, chain_id, chain"),
 											2, types);
 	}
@@ -239,7 +233,7 @@ jobq_complete_leased(int64 id, int64 lease_token)
 	{
 		Oid			types[2] = {INT8OID, INT8OID};
 
-		complete_leased_plan = prepare_kept(
+		complete_leased_plan = jobq_prepare_kept(
 											"DELETE FROM jobq.jobs"
 											" WHERE id OPERATOR(pg_catalog.=) $1"
 											"   AND lease_token OPERATOR(pg_catalog.=) $2"
@@ -301,7 +295,7 @@ middleware_release(int64 id, int64 delay_ms, bool refund)
 	{
 		Oid			types[3] = {INT8OID, INT8OID, BOOLOID};
 
-		mw_release_plan = prepare_kept(
+		mw_release_plan = jobq_prepare_kept(
 									"UPDATE jobq.jobs"
 									"   SET reserved_by = NULL, reserved_at = NULL,"
 									"       attempts = attempts OPERATOR(pg_catalog.-)"
@@ -379,7 +373,7 @@ retry_job(int64 id, int64 backoff_ms, const JobqError *err)
 		Oid			types[7] = {INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID};
 
-		retry_plan = prepare_kept(
+		retry_plan = jobq_prepare_kept(
 								  "UPDATE jobq.jobs"
 								  "   SET reserved_by = NULL, reserved_at = NULL, lease_token = NULL,"
 								  "       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
@@ -435,7 +429,7 @@ jobq_release_job(JobqJob *job, int64 delay_ms)
 	{
 		Oid			types[2] = {INT8OID, INT8OID};
 
-		release_plan = prepare_kept(
+		release_plan = jobq_prepare_kept(
 									"UPDATE jobq.jobs"
 									"   SET reserved_by = NULL, reserved_at = NULL, lease_token = NULL,"
 									"       available_at = pg_catalog.clock_timestamp() OPERATOR(pg_catalog.+)"
@@ -466,7 +460,7 @@ jobq_discard_job(JobqJob *job)
 	{
 		Oid			types[1] = {INT8OID};
 
-		discard_plan = prepare_kept("DELETE FROM jobq.jobs WHERE id OPERATOR(pg_catalog.=) $1"
+		discard_plan = jobq_prepare_kept("DELETE FROM jobq.jobs WHERE id OPERATOR(pg_catalog.=) $1"
 									" RETURNING id, queue, job, attempts",
 									1, types);
 	}
@@ -502,7 +496,7 @@ jobq_fail_job(JobqJob *job, const JobqError *err)
 		Oid			types[11] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 
-		fail_plan = prepare_kept(
+		fail_plan = jobq_prepare_kept(
 								 "WITH j AS (DELETE FROM jobq.jobs"
 								 "            WHERE id OPERATOR(pg_catalog.=) $1 RETURNING *)"
 								 " INSERT INTO jobq.failed"

@@ -124,21 +124,9 @@ static SPIPlanPtr load_plan = NULL;
 
 static void announce_batch(JobqJob *jobs, int n);
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "jobq: SPI_prepare failed: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /*
- * The same, for a statement whose generic plan is as good as any custom
- * one: planned once, not at every call.
+ * jobq_prepare_kept() (complete.c), for a statement whose generic plan is
+ * as good as any custom one: planned once, not at every call.
  */
 static SPIPlanPtr
 prepare_kept_generic(const char *sql, int nargs, Oid *argtypes)
@@ -265,7 +253,7 @@ jobq_job_load(int64 id, JobqJob *job, MemoryContext cxt)
 	{
 		Oid			types[1] = {INT8OID};
 
-		load_plan = prepare_kept("SELECT " JOB_COLUMNS " FROM jobq.jobs"
+		load_plan = jobq_prepare_kept("SELECT " JOB_COLUMNS " FROM jobq.jobs"
 								 " WHERE id OPERATOR(pg_catalog.=) $1",
 								 1, types);
 	}
@@ -480,7 +468,7 @@ jobq_next_due_ms(List *queues)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		next_due_plan = prepare_kept(
+		next_due_plan = jobq_prepare_kept(
 									 "SELECT available_at FROM jobq.jobs"
 									 " WHERE queue OPERATOR(pg_catalog.=) $1"
 									 "   AND reserved_by IS NULL AND NOT external"
@@ -531,11 +519,11 @@ jobq_recover_lost(int64 own_token)
 	{
 		Oid			types[1] = {INT8OID};
 
-		lost_tokens_plan = prepare_kept(
+		lost_tokens_plan = jobq_prepare_kept(
 										"SELECT DISTINCT reserved_by FROM jobq.jobs"
 										" WHERE reserved_by IS NOT NULL",
 										0, NULL);
-		lost_jobs_plan = prepare_kept(
+		lost_jobs_plan = jobq_prepare_kept(
 									  "SELECT " JOB_COLUMNS " FROM jobq.jobs"
 									  " WHERE reserved_by OPERATOR(pg_catalog.=) $1"
 									  " ORDER BY id FOR UPDATE SKIP LOCKED",
@@ -609,7 +597,7 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 	{
 		Oid			types[3] = {INT8ARRAYOID, INT8OID, BOOLOID};
 
-		unreserve_plan = prepare_kept(
+		unreserve_plan = jobq_prepare_kept(
 									  "UPDATE jobq.jobs"
 									  "   SET reserved_by = NULL, reserved_at = NULL,"
 									  "       attempts = attempts OPERATOR(pg_catalog.-)"
