@@ -149,7 +149,9 @@ compute_available_at(bool has_delay, Interval *delay,
  * Insert one job row and return its id; the workers are woken, and the
  * queued event sent, when the transaction commits.  values/nulls are
  * indexed by JobqInsertArg.  Every way a job begins goes through here
- * (dispatch, the next link of a chain, a retried chain link).  The caller
+ * (dispatch, the next link of a chain, a retried chain link), except
+ * jobq.dispatch_many, whose insert_many fills the same columns the same
+ * way for many payloads at once: keep the two statements alike.  The caller
  * has SPI connected and runs as the extension owner; checking the
  * arguments is the caller's business.  Settings left NULL take the
  * handler's registered defaults; backoff, backoff_schedule and
@@ -328,6 +330,24 @@ sync_connection(FunctionCallInfo fcinfo, int arg)
 }
 
 /*
+ * Copy call arguments as they are into insert arguments: for each pair of
+ * copied, insert argument copied[i][0] gets call argument base +
+ * copied[i][1], NULL included.
+ */
+static void
+copy_args(FunctionCallInfo fcinfo, int base, const int (*copied)[2], int n,
+		  Datum *values, char *nulls)
+{
+	for (int i = 0; i < n; i++)
+	{
+		int			arg = base + copied[i][1];
+
+		values[copied[i][0]] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
+		nulls[copied[i][0]] = PG_ARGISNULL(arg) ? 'n' : ' ';
+	}
+}
+
+/*
  * Dispatch a job (handler name job_text, payload) with the options of the
  * call starting at argument o.  Returns the new job's id, or sets *ran_sync
  * if connection => 'sync' ran it at once.
@@ -420,13 +440,7 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 			{JOBQ_INS_BACKOFF_SCHEDULE, OPT_BACKOFF_SCHEDULE},
 		{JOBQ_INS_BACKOFF_EXPONENTIAL, OPT_BACKOFF_EXPONENTIAL}};
 
-		for (int i = 0; i < lengthof(copied); i++)
-		{
-			int			arg = o + copied[i][1];
-
-			values[copied[i][0]] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
-			nulls[copied[i][0]] = PG_ARGISNULL(arg) ? 'n' : ' ';
-		}
+		copy_args(fcinfo, o, copied, lengthof(copied), values, nulls);
 	}
 
 	SPI_connect();
@@ -623,13 +637,7 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 		static const int copied[][2] = {{2, MANY_ARG_QUEUE}, {4, MANY_ARG_TRIES},
 		{5, MANY_ARG_TIMEOUT}, {6, MANY_ARG_BACKOFF}};
 
-		for (int i = 0; i < lengthof(copied); i++)
-		{
-			int			arg = copied[i][1];
-
-			values[copied[i][0]] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
-			nulls[copied[i][0]] = PG_ARGISNULL(arg) ? 'n' : ' ';
-		}
+		copy_args(fcinfo, 0, copied, lengthof(copied), values, nulls);
 	}
 
 	SPI_connect();
