@@ -143,6 +143,24 @@ COMMENT ON FUNCTION jobq.dispatch(pg_catalog.text, pg_catalog.jsonb, pg_catalog.
     pg_catalog.bool, pg_catalog.text)
     IS 'Queue a job: its handler will run with the payload as the calling role';
 
+CREATE FUNCTION jobq.dispatch_many(
+    job          pg_catalog.text,
+    payloads     pg_catalog.jsonb[],
+    queue        pg_catalog.text DEFAULT NULL,
+    delay        pg_catalog.interval DEFAULT NULL,
+    available_at pg_catalog.timestamptz DEFAULT NULL,
+    tries        pg_catalog.int4 DEFAULT NULL,
+    timeout      pg_catalog.interval DEFAULT NULL,
+    backoff      pg_catalog.interval DEFAULT NULL)
+RETURNS SETOF pg_catalog.int8
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+AS 'MODULE_PATHNAME', 'jobq_dispatch_many';
+
+COMMENT ON FUNCTION jobq.dispatch_many(pg_catalog.text, pg_catalog.jsonb[], pg_catalog.text,
+    pg_catalog.interval, pg_catalog.timestamptz, pg_catalog.int4, pg_catalog.interval,
+    pg_catalog.interval)
+    IS 'Queue one job of a handler per payload in one statement; returns the ids in payload order';
+
 CREATE FUNCTION jobq.register(
     job     pg_catalog.text,
     queue   pg_catalog.text DEFAULT NULL,

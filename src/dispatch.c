@@ -31,6 +31,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "parser/parser.h"
 #include "utils/acl.h"
@@ -47,10 +48,12 @@
 
 PG_FUNCTION_INFO_V1(jobq_dispatch);
 PG_FUNCTION_INFO_V1(jobq_dispatch_sql);
+PG_FUNCTION_INFO_V1(jobq_dispatch_many);
 PG_FUNCTION_INFO_V1(jobq_register);
 PG_FUNCTION_INFO_V1(jobq_unregister);
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_many_plan = NULL;
 static SPIPlanPtr register_plan = NULL;
 static SPIPlanPtr unregister_plan = NULL;
 
@@ -146,7 +149,9 @@ compute_available_at(bool has_delay, Interval *delay,
  * Insert one job row and return its id; the workers are woken, and the
  * queued event sent, when the transaction commits.  values/nulls are
  * indexed by JobqInsertArg.  Every way a job begins goes through here
- * (dispatch, the next link of a chain, a retried chain link).  The caller
+ * (dispatch, the next link of a chain, a retried chain link), except
+ * jobq.dispatch_many, whose insert_many fills the same columns the same
+ * way for many payloads at once: keep the two statements alike.  The caller
  * has SPI connected and runs as the extension owner; checking the
  * arguments is the caller's business.  Settings left NULL take the
  * handler's registered defaults; backoff, backoff_schedule and
@@ -325,6 +330,24 @@ sync_connection(FunctionCallInfo fcinfo, int arg)
 }
 
 /*
+ * Copy call arguments as they are into insert arguments: for each pair of
+ * copied, insert argument copied[i][0] gets call argument base +
+ * copied[i][1], NULL included.
+ */
+static void
+copy_args(FunctionCallInfo fcinfo, int base, const int (*copied)[2], int n,
+		  Datum *values, char *nulls)
+{
+	for (int i = 0; i < n; i++)
+	{
+		int			arg = base + copied[i][1];
+
+		values[copied[i][0]] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
+		nulls[copied[i][0]] = PG_ARGISNULL(arg) ? 'n' : ' ';
+	}
+}
+
+/*
  * Dispatch a job (handler name job_text, payload) with the options of the
  * call starting at argument o.  Returns the new job's id, or sets *ran_sync
  * if connection => 'sync' ran it at once.
@@ -417,13 +440,7 @@ dispatch_job(FunctionCallInfo fcinfo, int o, const char *job_text,
 			{JOBQ_INS_BACKOFF_SCHEDULE, OPT_BACKOFF_SCHEDULE},
 		{JOBQ_INS_BACKOFF_EXPONENTIAL, OPT_BACKOFF_EXPONENTIAL}};
 
-		for (int i = 0; i < lengthof(copied); i++)
-		{
-			int			arg = o + copied[i][1];
-
-			values[copied[i][0]] = PG_ARGISNULL(arg) ? (Datum) 0 : PG_GETARG_DATUM(arg);
-			nulls[copied[i][0]] = PG_ARGISNULL(arg) ? 'n' : ' ';
-		}
+		copy_args(fcinfo, o, copied, lengthof(copied), values, nulls);
 	}
 
 	SPI_connect();
@@ -467,6 +484,190 @@ jobq_dispatch(PG_FUNCTION_ARGS)
 	if (ran_sync)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(id);
+}
+
+/*
+ * Arguments of jobq.dispatch_many(job, payloads, queue, delay,
+ * available_at, tries, timeout, backoff).
+ */
+#define MANY_ARG_JOB			0
+#define MANY_ARG_PAYLOADS		1
+#define MANY_ARG_QUEUE			2
+#define MANY_ARG_DELAY			3
+#define MANY_ARG_AVAILABLE_AT	4
+#define MANY_ARG_TRIES			5
+#define MANY_ARG_TIMEOUT		6
+#define MANY_ARG_BACKOFF		7
+
+/*
+ * Insert one job per element of payloads ($2) in one statement; the other
+ * arguments are those of jobq_insert_job's first eight, and the defaults
+ * registered for the handler apply as there.  The rows are inserted, and
+ * so numbered, in payload order.
+ */
+static void
+insert_many(Datum *values, const char *nulls)
+{
+	if (insert_many_plan == NULL)
+	{
+		/*
+		 * $1 job, $2 payloads, $3 queue, $4 owner, $5 tries, $6 timeout, $7
+		 * backoff, $8 available_at
+		 */
+		Oid			types[8] = {TEXTOID, JSONBARRAYOID, TEXTOID, OIDOID,
+		INT4OID, INTERVALOID, INTERVALOID, TIMESTAMPTZOID};
+
+		insert_many_plan = jobq_prepare_kept(
+											 "INSERT INTO jobq.jobs"
+											 "  (job, payload, queue, owner, tries, timeout, backoff,"
+											 "   available_at, created_at, middleware, retry_until,"
+											 "   max_exceptions, backoff_schedule, backoff_exponential,"
+											 "   on_failure, delete_when_missing_models, external)"
+											 " SELECT $1, p.payload,"
+											 "   COALESCE($3, h.queue, 'default'), $4::pg_catalog.regrole,"
+											 "   COALESCE($5, h.tries), COALESCE($6, h.timeout),"
+											 "   CASE WHEN $7 IS NOT NULL THEN $7 ELSE h.backoff END,"
+											 "   $8, one.now, h.middleware,"
+											 "   one.now OPERATOR(pg_catalog.+) h.retry_for,"
+											 "   NULLIF(h.max_exceptions, 0),"
+											 "   CASE WHEN $7 IS NOT NULL THEN NULL ELSE h.backoff_schedule END,"
+											 "   COALESCE(CASE WHEN $7 IS NOT NULL THEN NULL"
+											 "            ELSE h.backoff_exponential END, false),"
+											 "   h.on_failure, COALESCE(h.delete_when_missing_models, false),"
+											 "   COALESCE(h.external, false)"
+											 " FROM (SELECT pg_catalog.clock_timestamp() AS now) AS one"
+											 " LEFT JOIN jobq.handlers h ON h.job OPERATOR(pg_catalog.=) $1"
+											 " CROSS JOIN pg_catalog.unnest($2) WITH ORDINALITY AS p(payload, ord)"
+											 " ORDER BY p.ord"
+											 " RETURNING id, queue, external",
+											 8, types);
+	}
+	if (SPI_execute_plan(insert_many_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "jobq: could not insert the jobs");
+}
+
+/*
+ * jobq.dispatch_many(job text, payloads jsonb[], queue text, delay
+ *					  interval, available_at timestamptz, tries int, timeout
+ *					  interval, backoff interval) RETURNS SETOF bigint
+ *
+ * jobq.dispatch for many payloads of one handler, with the same checks and
+ * options, in one INSERT: returns the new jobs' ids in payload order.  A
+ * NULL element is an error and nothing is written.
+ */
+Datum
+jobq_dispatch_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *payloads;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+	char	   *canonical;
+	bool		external;
+	TimestampTz available_at;
+	Datum		values[8];
+	char		nulls[8];
+	Oid			save_userid;
+	int			save_sec;
+
+	if (PG_ARGISNULL(MANY_ARG_JOB))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job must not be null"),
+				 errhint("Name the handler: a function or procedure taking one jsonb argument.")));
+	if (PG_ARGISNULL(MANY_ARG_PAYLOADS))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payloads must not be null"),
+				 errhint("Pass an array of jsonb payloads, '{}' for none.")));
+	payloads = PG_GETARG_ARRAYTYPE_P(MANY_ARG_PAYLOADS);
+	if (ARR_NDIM(payloads) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payloads must be a one-dimensional array")));
+	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT,
+					  &elems, &elem_nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("payloads must not contain nulls"),
+					 errdetail("Element %d is null.", i + 1),
+					 errhint("Pass '{}' for a job without data.")));
+
+	if (!PG_ARGISNULL(MANY_ARG_QUEUE))
+		jobq_check_queue_name(text_to_cstring(PG_GETARG_TEXT_PP(MANY_ARG_QUEUE)));
+	available_at = compute_available_at(!PG_ARGISNULL(MANY_ARG_DELAY),
+										PG_ARGISNULL(MANY_ARG_DELAY) ? NULL :
+										PG_GETARG_INTERVAL_P(MANY_ARG_DELAY),
+										!PG_ARGISNULL(MANY_ARG_AVAILABLE_AT),
+										PG_ARGISNULL(MANY_ARG_AVAILABLE_AT) ? 0 :
+										PG_GETARG_TIMESTAMPTZ(MANY_ARG_AVAILABLE_AT));
+	if (!PG_ARGISNULL(MANY_ARG_TRIES))
+		jobq_check_tries(PG_GETARG_INT32(MANY_ARG_TRIES));
+	if (!PG_ARGISNULL(MANY_ARG_TIMEOUT))
+		jobq_check_timeout(PG_GETARG_INTERVAL_P(MANY_ARG_TIMEOUT));
+	if (!PG_ARGISNULL(MANY_ARG_BACKOFF))
+		jobq_check_backoff(PG_GETARG_INTERVAL_P(MANY_ARG_BACKOFF));
+
+	/* an external job (consumer.c) has no handler to resolve */
+	canonical = text_to_cstring(PG_GETARG_TEXT_PP(MANY_ARG_JOB));
+	SPI_connect();
+	external = (jobq_registration(canonical, NULL) == JOBQ_REGISTERED_EXTERNAL);
+	SPI_finish();
+	if (!external)
+	{
+		char	   *given = canonical;
+
+		(void) jobq_resolve_handler(given, &canonical, true);
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (n == 0)
+		return (Datum) 0;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(canonical);
+	values[1] = PointerGetDatum(payloads);
+	values[3] = ObjectIdGetDatum(GetUserId());
+	values[7] = TimestampTzGetDatum(available_at);
+	{
+		/* the options copied as they are: (insert argument, call argument) */
+		static const int copied[][2] = {{2, MANY_ARG_QUEUE}, {4, MANY_ARG_TRIES},
+		{5, MANY_ARG_TIMEOUT}, {6, MANY_ARG_BACKOFF}};
+
+		copy_args(fcinfo, 0, copied, lengthof(copied), values, nulls);
+	}
+
+	SPI_connect();
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(jobq_extension_owner(),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	insert_many(values, nulls);
+	{
+		SPITupleTable *tt = SPI_tuptable;
+		bool		isnull;
+		bool		wanted = jobq_event_wanted(JOBQ_EVENT_QUEUED);
+		char	   *queue = SPI_getvalue(tt->vals[0], tt->tupdesc, 2);
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			Datum		id = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
+			bool		id_null = false;
+
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &id_null);
+			if (wanted)
+				jobq_event(JOBQ_EVENT_QUEUED, DatumGetInt64(id), queue, canonical,
+						   0, NULL);
+		}
+		if (!wanted && external)
+			jobq_notify_external(queue, canonical);
+	}
+	SetUserIdAndSecContext(save_userid, save_sec);
+	SPI_finish();
+	jobq_wake_at_commit();
+	return (Datum) 0;
 }
 
 static void
