@@ -71,16 +71,6 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 static SPIPlanPtr extend_plan = NULL;
 
-/* The row of a job locked for a report, see lock_leased_job(). */
-typedef struct LeasedJob
-{
-	int64		id;
-	int64		token;
-	int32		attempts;
-	int32		tries;			/* effective: 0 means unlimited */
-	int64		backoff_ms;		/* effective */
-} LeasedJob;
-
 /* The caller's identity, saved while running as the extension owner. */
 typedef struct OwnerSwitch
 {
@@ -494,20 +484,17 @@ stale_token_error(int64 id, int64 token)
  * extension owner; caller_id is the calling role.
  */
 static void
-lock_leased_job(int64 id, int64 token, Oid caller_id, LeasedJob *job)
+lock_leased_job(int64 id, int64 token, Oid caller_id)
 {
 	Datum		values[2];
-	HeapTuple	tup;
-	TupleDesc	desc;
 	bool		isnull;
 	Oid			owner;
-	Datum		d;
 
 	if (lock_plan == NULL)
 	{
 		Oid			types[2] = {INT8OID, INT8OID};
 
-		lock_plan = jobq_prepare_kept("SELECT owner::pg_catalog.oid, attempts, tries, backoff"
+		lock_plan = jobq_prepare_kept("SELECT owner::pg_catalog.oid"
 									  "  FROM jobq.jobs"
 									  " WHERE id OPERATOR(pg_catalog.=) $1"
 									  "   AND lease_token OPERATOR(pg_catalog.=) $2"
@@ -522,23 +509,14 @@ lock_leased_job(int64 id, int64 token, Oid caller_id, LeasedJob *job)
 	if (SPI_processed == 0)
 		stale_token_error(id, token);
 
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	owner = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
 	if (!superuser_arg(caller_id) && !has_privs_of_role(caller_id, owner))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for job %lld", (long long) id),
 				 errdetail("The job belongs to role %s.",
 						   GetUserNameFromId(owner, false))));
-	job->id = id;
-	job->token = token;
-	job->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-	d = SPI_getbinval(tup, desc, 3, &isnull);
-	job->tries = isnull ? jobq_tries : DatumGetInt32(d);
-	d = SPI_getbinval(tup, desc, 4, &isnull);
-	job->backoff_ms = isnull ? jobq_backoff_ms :
-		jobq_interval_ms(DatumGetIntervalP(d));
 }
 
 /*
@@ -551,14 +529,13 @@ jobq_consumer_complete(PG_FUNCTION_ARGS)
 	int64		token;
 	Oid			caller = GetUserId();
 	OwnerSwitch sw;
-	LeasedJob	job;
 
 	check_id_token(fcinfo);
 	id = PG_GETARG_INT64(0);
 	token = PG_GETARG_INT64(1);
 	SPI_connect();
 	become_owner(&sw);
-	lock_leased_job(id, token, caller, &job);
+	lock_leased_job(id, token, caller);
 	if (!jobq_complete_leased(id, token))
 		elog(ERROR, "jobq: locked job %lld vanished", (long long) id);
 	restore_user(&sw);
@@ -579,7 +556,6 @@ jobq_consumer_release(PG_FUNCTION_ARGS)
 	int64		delay_ms;
 	Oid			caller = GetUserId();
 	OwnerSwitch sw;
-	LeasedJob	job;
 	JobqJob		jj;
 
 	check_id_token(fcinfo);
@@ -590,7 +566,7 @@ jobq_consumer_release(PG_FUNCTION_ARGS)
 										(int64) JOBQ_MAX_DELAY_SECS * 1000);
 	SPI_connect();
 	become_owner(&sw);
-	lock_leased_job(id, token, caller, &job);
+	lock_leased_job(id, token, caller);
 	if (!jobq_job_load(id, &jj, CurrentMemoryContext))
 		elog(ERROR, "jobq: job %lld disappeared", (long long) id);
 	(void) jobq_release_job(&jj, delay_ms);
@@ -671,7 +647,6 @@ jobq_consumer_fail(PG_FUNCTION_ARGS)
 	int64		token;
 	Oid			caller = GetUserId();
 	OwnerSwitch sw;
-	LeasedJob	job;
 	JobqJob		jj;
 	JobqError	err;
 
@@ -682,7 +657,7 @@ jobq_consumer_fail(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	become_owner(&sw);
-	lock_leased_job(id, token, caller, &job);
+	lock_leased_job(id, token, caller);
 	if (!jobq_job_load(id, &jj, CurrentMemoryContext))
 		elog(ERROR, "jobq: job %lld disappeared", (long long) id);
 	jobq_attempt_failed(&jj, &err);
@@ -706,7 +681,6 @@ jobq_consumer_extend(PG_FUNCTION_ARGS)
 	Interval   *lease;
 	Oid			caller = GetUserId();
 	OwnerSwitch sw;
-	LeasedJob	job;
 	Datum		values[2];
 	bool		isnull;
 	TimestampTz expiry;
@@ -730,7 +704,7 @@ jobq_consumer_extend(PG_FUNCTION_ARGS)
 										2, types);
 	}
 	become_owner(&sw);
-	lock_leased_job(id, token, caller, &job);
+	lock_leased_job(id, token, caller);
 	values[0] = Int64GetDatum(id);
 	values[1] = IntervalPGetDatum(lease);
 	if (SPI_execute_plan(extend_plan, values, NULL, false, 1) != SPI_OK_UPDATE_RETURNING ||
