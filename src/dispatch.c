@@ -164,6 +164,7 @@ jobq_insert_job(Datum *values, const char *nulls)
 {
 	bool		isnull;
 	int64		id;
+	char	   *queue;
 
 	if (insert_plan == NULL)
 	{
@@ -209,19 +210,18 @@ jobq_insert_job(Datum *values, const char *nulls)
 		elog(ERROR, "jobq: could not insert the job");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
+	queue = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
-		jobq_event(JOBQ_EVENT_QUEUED, id,
-				   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+		jobq_event(JOBQ_EVENT_QUEUED, id, queue,
 				   TextDatumGetCString(values[JOBQ_INS_JOB]), 0, NULL);
 	else if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 										SPI_tuptable->tupdesc, 3, &isnull)))
 	{
 		/* SQL consumers of external jobs wait for this notification */
-		jobq_notify_external(SPI_getvalue(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 2),
-							 TextDatumGetCString(values[JOBQ_INS_JOB]));
+		jobq_notify_external(queue, TextDatumGetCString(values[JOBQ_INS_JOB]));
 	}
-	jobq_wake_at_commit();
+	jobq_wake_at_commit(queue, 1);
+	pfree(queue);
 	return id;
 }
 
@@ -564,6 +564,8 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 	bool	   *elem_nulls;
 	int			n;
 	char	   *canonical;
+	char	   *queue;
+	uint64		ninserted;
 	bool		external;
 	TimestampTz available_at;
 	Datum		values[8];
@@ -645,13 +647,17 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(jobq_extension_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	insert_many(values, nulls);
+	queue = NULL;
+	ninserted = SPI_processed;
+	if (ninserted > 0)
 	{
 		SPITupleTable *tt = SPI_tuptable;
 		bool		isnull;
 		bool		wanted = jobq_event_wanted(JOBQ_EVENT_QUEUED);
-		char	   *queue = SPI_getvalue(tt->vals[0], tt->tupdesc, 2);
 
-		for (uint64 i = 0; i < SPI_processed; i++)
+		queue = SPI_getvalue(tt->vals[0], tt->tupdesc, 2);
+
+		for (uint64 i = 0; i < ninserted; i++)
 		{
 			Datum		id = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
 			bool		id_null = false;
@@ -665,8 +671,9 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 			jobq_notify_external(queue, canonical);
 	}
 	SetUserIdAndSecContext(save_userid, save_sec);
+	if (queue != NULL)
+		jobq_wake_at_commit(queue, (int64) ninserted);
 	SPI_finish();
-	jobq_wake_at_commit();
 	return (Datum) 0;
 }
 

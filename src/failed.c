@@ -186,7 +186,7 @@ retry_failed(FunctionCallInfo fcinfo, const char *sql, Oid argtype,
 	SPI_finish();
 
 	if (n > 0)
-		jobq_wake_at_commit();
+		jobq_wake_at_commit(NULL, n);
 	return (Datum) 0;
 }
 

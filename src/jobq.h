@@ -138,6 +138,7 @@ typedef struct JobqSlot
 	int64		jobs_failed;
 	bool		restart_requested;	/* jobq.restart(): exit after this job */
 	bool		clean_exit;		/* leaving on purpose: replace at once */
+	bool		sleeping;		/* waiting for work: a dispatch may wake it */
 	char		queues[JOBQ_QUEUES_TEXT_LEN];
 } JobqSlot;
 
@@ -223,10 +224,12 @@ extern bool jobq_worker_is_running(const char *dbname, int pool_idx,
 								   int worker_index);
 extern void jobq_slot_set_token(JobqSlot *slot, int64 token);
 extern void jobq_slot_set_job(JobqSlot *slot, int64 job_id);
+extern void jobq_slot_set_queues(JobqSlot *slot, const char *queues);
 extern void jobq_slot_count(JobqSlot *slot, const char *queue, bool done);
 extern void jobq_slot_release(JobqSlot *slot);
 extern uint64 jobq_slot_exit_count(void);
-extern void jobq_wake_at_commit(void);
+extern void jobq_wake_at_commit(const char *queue, int64 njobs);
+extern void jobq_slot_set_sleeping(JobqSlot *slot, bool sleeping);
 extern int	jobq_wake_database_locked(Oid dboid);
 extern void jobq_restart_at_commit(void);
 extern void jobq_pools_changed_at_commit(void);

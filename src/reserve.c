@@ -620,12 +620,12 @@ jobq_unreserve(int64 token, JobqJob *jobs, int njobs, bool refund)
 	values[2] = BoolGetDatum(refund);
 	if (SPI_execute_plan(unreserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "jobq: could not hand back reserved jobs");
-	/* an attempt announced as "processing" that did not happen */
-	for (int i = 0; i < njobs; i++)
+	for (int i = 0; i < njobs && SPI_processed > 0; i++)
 	{
-		if (!jobs[i].announced)
-			continue;
-		if (jobq_spi_result_has_id(jobs[i].id))
+		/* ready again: a sleeping worker may take it at once */
+		jobq_wake_at_commit(jobs[i].queue, 1);
+		/* an attempt announced as "processing" that did not happen */
+		if (jobs[i].announced && jobq_spi_result_has_id(jobs[i].id))
 			jobq_event(JOBQ_EVENT_RELEASED, jobs[i].id, jobs[i].queue,
 					   jobs[i].job, jobs[i].attempts, NULL);
 	}

@@ -553,9 +553,11 @@ jobq_runner_loop(JobqRunner *runner)
 			sleep_ms = (long) next_due;
 		sleep_ms = Min(sleep_ms, JOBQ_RECOVERY_INTERVAL_MS);
 
+		jobq_slot_set_sleeping(runner->slot, true);
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 sleep_ms, PG_WAIT_EXTENSION);
+		jobq_slot_set_sleeping(runner->slot, false);
 		ResetLatch(MyLatch);
 	}
 }

@@ -40,8 +40,17 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static JobqSlot *my_slot = NULL;
 static bool exit_callback_registered = false;
 
-/* a dispatch happened in the current transaction: wake workers at commit */
+/*
+ * A dispatch happened in the current transaction: wake, at commit, the
+ * workers that serve the queues it dispatched to (all of the database's
+ * workers when wake_all, or when there were more queues than fit here).
+ */
+#define JOBQ_WAKE_QUEUES 8
 static bool wake_pending = false;
+static bool wake_all = false;
+static int64 wake_njobs = 0;
+static int	wake_nqueues = 0;
+static char wake_queues[JOBQ_WAKE_QUEUES][JOBQ_MAX_QUEUE_NAME_LEN + 1];
 /* jobq.restart() was called: tell the database's workers at commit */
 static bool restart_pending = false;
 /* jobq.pools was changed: tell the database's pool manager at commit */
@@ -226,6 +235,34 @@ jobq_slot_set_job(JobqSlot *slot, int64 job_id)
 }
 
 /*
+ * The process is about to wait for work (true), or has stopped waiting.
+ * A plain store: wake_database() reads it under the registry lock, and
+ * being wrong only wakes a process more, or one that is awake already.
+ */
+void
+jobq_slot_set_sleeping(JobqSlot *slot, bool sleeping)
+{
+	if (slot == NULL)
+		return;
+	slot->sleeping = sleeping;
+	pg_memory_barrier();
+}
+
+/*
+ * The queue list a process serves changed (a reload): dispatches wake only
+ * the processes that serve their queue, so this must be current.
+ */
+void
+jobq_slot_set_queues(JobqSlot *slot, const char *queues)
+{
+	if (slot == NULL)
+		return;
+	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+	strlcpy(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN);
+	LWLockRelease(jobq_shared->lock);
+}
+
+/*
  * Count a finished attempt: in the process's slot (jobq.workers) and in the
  * queue's per-second counters (jobq.queues).
  */
@@ -391,21 +428,90 @@ pools_changed(void)
 }
 
 /*
- * Set the latches of the database's workers.  If it has no background
- * worker, nudge the launcher, which may have backed off after the workers
- * found no jobq installed.
+ * Does a process serving this queue list (a slot's text, names joined by
+ * commas) serve one of the queues dispatched to?  A list that may have been
+ * cut short, or is unknown, is taken to serve them all.
+ */
+static bool
+slot_serves_wake_queues(const char *list)
+{
+	const char *p = list;
+
+	if (list[0] == '\0' || strlen(list) >= JOBQ_QUEUES_TEXT_LEN - 1)
+		return true;
+	while (*p)
+	{
+		const char *end = strchr(p, ',');
+		size_t		len = end ? (size_t) (end - p) : strlen(p);
+
+		for (int i = 0; i < wake_nqueues; i++)
+			if (strlen(wake_queues[i]) == len &&
+				memcmp(wake_queues[i], p, len) == 0)
+				return true;
+		if (end == NULL)
+			break;
+		p = end + 1;
+	}
+	return false;
+}
+
+/*
+ * Wake the database's processes that serve a queue dispatched to.  Of
+ * those, a process that sleeps waiting for work is woken for each job
+ * dispatched; only when none of them sleeps are they all woken (each then
+ * looks for work when it is done with its own).  Waking more processes
+ * than there are jobs would only make them race for the same rows, and a
+ * process woken for nothing runs a whole reservation transaction, which a
+ * busy dispatcher would pay at every commit.  A process whose latch is set
+ * always reserves afterwards, so the job is taken: the commit happened
+ * before.  If the database has no background worker at all, nudge the
+ * launcher, which may have backed off after the workers found no jobq
+ * installed.
  */
 static void
 wake_database(void)
 {
-	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
-	if (jobq_wake_database_locked(MyDatabaseId) == 0 &&
-		jobq_shared->launcher_latch != NULL)
+	int			workers = 0;
+	int64		woken = 0;
+	int			pass;
+
+	LWLockAcquire(jobq_shared->lock, LW_SHARED);
+	for (pass = 0; pass < 2 && woken == 0; pass++)
 	{
-		jobq_shared->launcher_kicked = true;
-		SetLatch(jobq_shared->launcher_latch);
+		for (int i = 0; i < jobq_shared->nslots; i++)
+		{
+			JobqSlot   *s = &jobq_shared->slots[i];
+
+			if (s->state == JOBQ_SLOT_FREE || s->dboid != MyDatabaseId)
+				continue;
+			if (pass == 0 && !s->in_session)
+				workers++;
+			if (s->latch == NULL ||
+				(!wake_all && !slot_serves_wake_queues(s->queues)))
+				continue;
+			if (pass == 0)
+			{
+				/* first pass: the sleeping ones, one per job */
+				if (!s->sleeping || woken >= wake_njobs)
+					continue;
+				s->sleeping = false;
+			}
+			SetLatch(s->latch);
+			woken++;
+		}
 	}
 	LWLockRelease(jobq_shared->lock);
+
+	if (workers == 0)
+	{
+		LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
+		if (jobq_shared->launcher_latch != NULL)
+		{
+			jobq_shared->launcher_kicked = true;
+			SetLatch(jobq_shared->launcher_latch);
+		}
+		LWLockRelease(jobq_shared->lock);
+	}
 }
 
 /*
@@ -432,6 +538,9 @@ wake_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction wakes nobody: max_sleep covers it */
 			wake_pending = false;
+			wake_all = false;
+			wake_njobs = 0;
+			wake_nqueues = 0;
 			restart_pending = false;
 			pools_pending = false;
 			break;
@@ -456,6 +565,9 @@ wake_release_callback(ResourceReleasePhase phase, bool isCommit,
 			wake_database();
 	}
 	wake_pending = false;
+	wake_all = false;
+	wake_njobs = 0;
+	wake_nqueues = 0;
 	restart_pending = false;
 	pools_pending = false;
 }
@@ -497,14 +609,29 @@ jobq_pools_changed_at_commit(void)
 }
 
 /*
- * Called by dispatch: remember to wake the workers if this transaction
- * commits.
+ * Called by dispatch of njobs jobs to queue (NULL: to any queue): remember
+ * to wake the workers that serve it if this transaction commits.
  */
 void
-jobq_wake_at_commit(void)
+jobq_wake_at_commit(const char *queue, int64 njobs)
 {
 	if (jobq_shared == NULL)
 		return;
 	register_callbacks();
 	wake_pending = true;
+	wake_njobs += njobs;
+	if (wake_all)
+		return;
+	if (queue == NULL || strlen(queue) > JOBQ_MAX_QUEUE_NAME_LEN)
+	{
+		wake_all = true;
+		return;
+	}
+	for (int i = 0; i < wake_nqueues; i++)
+		if (strcmp(wake_queues[i], queue) == 0)
+			return;
+	if (wake_nqueues == JOBQ_WAKE_QUEUES)
+		wake_all = true;
+	else
+		strlcpy(wake_queues[wake_nqueues++], queue, sizeof(wake_queues[0]));
 }

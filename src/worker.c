@@ -154,6 +154,8 @@ worker_reload(JobqRunner *runner)
 
 	runner->queues = jobq_parse_queue_list(jobq_queues);
 	runner->batch_size = jobq_batch_size;
+	jobq_slot_set_queues(runner->slot,
+						 jobq_queue_list_text(runner->queues, false));
 	MemoryContextSwitchTo(old);
 }
 

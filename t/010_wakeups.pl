@@ -1,0 +1,97 @@
+# Wake-ups: a committed dispatch wakes only the workers that serve its
+# queue, a reload that changes a worker's queues is seen by dispatches at
+# once (jobq.workers shows the new list), and the jobs a worker hands back
+# when it starts a slow one are run by another worker meanwhile.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use JobqTest;
+
+# workers that would otherwise only wake every few seconds
+my $node = jobq_node('wakeups', "jobq.max_sleep = '1h'\njobq.queues = 'served'\n");
+
+$node->safe_psql('postgres', q{
+CREATE TABLE runs (n int PRIMARY KEY, pid int);
+CREATE FUNCTION record(p jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO runs VALUES ((p->>'n')::int, pg_backend_pid()) $$;
+});
+wait_workers($node, 2);
+
+# How many times the workers have looked at jobq.jobs (each look for work
+# scans it), as far as their statistics have been reported.  A worker
+# reports them at a commit at least a second after its last report, and an
+# idle worker commits at least every 5 seconds: wait long enough.
+sub scans_of_jobs
+{
+	sleep 6;
+	return $node->safe_psql('postgres',
+		"SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+		  . " WHERE relid = 'jobq.jobs'::regclass");
+}
+
+# 300 dispatches, each committed alone, to a queue nobody serves
+my $before = scans_of_jobs();
+$node->safe_psql('postgres', q{
+DO $$
+BEGIN
+    FOR i IN 1..300 LOOP
+        PERFORM jobq.dispatch('record', jsonb_build_object('n', i), queue => 'elsewhere');
+        COMMIT;
+    END LOOP;
+END $$;
+});
+my $after = scans_of_jobs();
+# woken by each commit, the two workers would scan the table at least 600
+# times; unwoken, they look a few times in 12 seconds
+note("scans: " . ($after - $before));
+cmp_ok($after - $before, '<', 100,
+	'dispatches to a queue the workers do not serve do not wake them');
+
+# a reload adds the queue: the workers say so, and drain it
+$node->append_conf('postgresql.conf', "jobq.queues = 'served, elsewhere'\n");
+$node->reload;
+wait_for($node,
+	"SELECT count(*) = 2 FROM jobq.workers WHERE queues = 'served,elsewhere'",
+	'jobq.workers shows the queue list after a reload');
+wait_for($node, 'SELECT count(*) = 300 FROM runs', 'the waiting jobs run');
+
+# from now on, a dispatch to the new queue runs
+$node->safe_psql('postgres',
+	"SELECT jobq.dispatch('record', '{\"n\": 1001}', queue => 'elsewhere')");
+wait_for($node, 'SELECT count(*) = 301 FROM runs', 'a job dispatched to the added queue runs');
+
+# A worker that reserved a batch hands back the jobs after a slow one (a
+# handler not seen before counts as slow); the other worker runs them while
+# the slow job runs.
+$node->safe_psql('postgres', q{
+CREATE FUNCTION slow(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(30);
+END $$;
+CREATE FUNCTION done_flag(p jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO runs VALUES ((p->>'n')::int, pg_backend_pid()) $$;
+});
+# let the workers go to sleep again
+sleep 1;
+$node->safe_psql('postgres', q{
+BEGIN;
+SELECT jobq.dispatch('slow', '{}', queue => 'served');
+SELECT jobq.dispatch('done_flag', jsonb_build_object('n', 2000 + g), queue => 'served')
+  FROM generate_series(1, 5) g;
+COMMIT;
+});
+my $slow_id = $node->safe_psql('postgres',
+	"SELECT id FROM jobq.jobs WHERE job = 'public.slow'");
+my $slow_pid = worker_running_job($node, $slow_id, 'slow');
+wait_for($node, 'SELECT count(*) = 5 FROM runs WHERE n > 2000',
+	'the jobs queued behind a slow job run while it runs');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM runs WHERE n > 2000 AND pid = $slow_pid"),
+	'0', 'they ran on the other worker');
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($slow_pid)");
+
+done_testing();
