@@ -74,6 +74,27 @@ jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/*
+ * jobq_prepare_kept(), for a statement of the hot path whose generic plan
+ * is as good as any custom one (a primary-key probe, a scan of the ready
+ * index): planned once per process, not at every call.  Left to choose, the
+ * plan cache keeps planning statements such as "id = ANY ($1)" at every
+ * call when the arrays are short, because a custom plan then looks a
+ * little cheaper.
+ */
+SPIPlanPtr
+jobq_prepare_kept_generic(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "jobq: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
 void
 jobq_complete_reset_plans(void)
 {
@@ -161,11 +182,11 @@ complete_jobs(int64 token, const int64 *ids, int n, JobqEvent event)
 		"     AND reserved_by OPERATOR(pg_catalog.=) $2" \
 		"   RETURNING " cols ")" \
 		" SELECT * FROM d"
-		complete_plan = jobq_prepare_kept(COMPLETE_SQL("NULL::pg_catalog.int8, NULL::pg_catalog.text,"
+		complete_plan = jobq_prepare_kept_generic(COMPLETE_SQL("NULL::pg_catalog.int8, NULL::pg_catalog.text,"
 												  " NULL::pg_catalog.text, NULL::pg_catalog.int4,"
 												  " owner::pg_catalog.oid, chain_id, chain"),
 									 2, types);
-		complete_events_plan = jobq_prepare_kept(COMPLETE_SQL("id, queue, job, attempts,"
+		complete_events_plan = jobq_prepare_kept_generic(COMPLETE_SQL("id, queue, job, attempts,"
 														 " owner::pg_catalog.oid, chain_id, chain"),
 											2, types);
 	}

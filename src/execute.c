@@ -339,14 +339,11 @@ relock_jobs(int64 token, JobqJob *jobs, int from, int to)
 	{
 		Oid			types[2] = {INT8ARRAYOID, INT8OID};
 
-		relock_plan = SPI_prepare("SELECT id FROM jobq.jobs"
-								  " WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
-								  "   AND reserved_by OPERATOR(pg_catalog.=) $2"
-								  " ORDER BY id FOR UPDATE",
-								  2, types);
-		if (relock_plan == NULL)
-			elog(ERROR, "jobq: SPI_prepare failed");
-		SPI_keepplan(relock_plan);
+		relock_plan = jobq_prepare_kept_generic("SELECT id FROM jobq.jobs"
+												" WHERE id OPERATOR(pg_catalog.=) ANY ($1)"
+												"   AND reserved_by OPERATOR(pg_catalog.=) $2"
+												" ORDER BY id FOR UPDATE",
+												2, types);
 	}
 
 	elems = palloc(sizeof(Datum) * (to - from));

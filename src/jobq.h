@@ -365,6 +365,8 @@ extern bool jobq_complete_leased(int64 id, int64 lease_token);
 extern void jobq_complete_reset_plans(void);
 extern struct _SPI_plan *jobq_prepare_kept(const char *sql, int nargs,
 										   Oid *argtypes);
+extern struct _SPI_plan *jobq_prepare_kept_generic(const char *sql, int nargs,
+												   Oid *argtypes);
 
 /* ---- events over NOTIFY (events.c) ---- */
 

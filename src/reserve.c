@@ -125,23 +125,6 @@ static SPIPlanPtr load_plan = NULL;
 static void announce_batch(JobqJob *jobs, int n);
 
 /*
- * jobq_prepare_kept() (complete.c), for a statement whose generic plan is
- * as good as any custom one: planned once, not at every call.
- */
-static SPIPlanPtr
-prepare_kept_generic(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
-										  CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL)
-		elog(ERROR, "jobq: SPI_prepare failed: %s",
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
-/*
  * Forget the prepared statements (after DROP EXTENSION, for instance).
  */
 void
@@ -335,7 +318,7 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 		 * table, and planning the statement at each call costs about a
 		 * third of the reservation).
 		 */
-		reserve_plan = prepare_kept_generic(
+		reserve_plan = jobq_prepare_kept_generic(
 											"UPDATE jobq.jobs j"
 											"   SET attempts = pg_catalog.int4smaller(j.attempts, 2147483646)"
 											"         OPERATOR(pg_catalog.+) 1,"
@@ -468,7 +451,7 @@ jobq_next_due_ms(List *queues)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		next_due_plan = jobq_prepare_kept(
+		next_due_plan = jobq_prepare_kept_generic(
 									 "SELECT available_at FROM jobq.jobs"
 									 " WHERE queue OPERATOR(pg_catalog.=) $1"
 									 "   AND reserved_by IS NULL AND NOT external"
