@@ -475,6 +475,8 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 	MemoryContext job_cxt;
 	int64	   *done_ids;
 	int			i = 0;
+	TimestampTz batch_start = GetCurrentTimestamp();
+	int64		jobs_before = runner->jobs_run;
 
 	job_cxt = AllocSetContextCreate(CurrentMemoryContext, "jobq job",
 									ALLOCSET_DEFAULT_SIZES);
@@ -589,4 +591,17 @@ jobq_execute_batch(JobqRunner *runner, JobqJob *jobs, int njobs)
 
 	MemoryContextDelete(job_cxt);
 	pfree(done_ids);
+
+	/* how long a job takes here, for sizing the next batches (runner.c) */
+	if (runner->jobs_run > jobs_before)
+	{
+		long		secs;
+		int			usecs;
+		double		per_job;
+
+		TimestampDifference(batch_start, GetCurrentTimestamp(), &secs, &usecs);
+		per_job = (secs * 1000000.0 + usecs) / (runner->jobs_run - jobs_before);
+		runner->job_us = runner->job_us > 0 ?
+			0.7 * runner->job_us + 0.3 * per_job : per_job;
+	}
 }

@@ -34,7 +34,7 @@ int			jobq_timeout_ms = 60 * 1000;
 int			jobq_tries = 1;
 int			jobq_backoff_ms = 0;
 int			jobq_max_sleep_ms = 5000;
-int			jobq_batch_size = 50;
+int			jobq_batch_size = 200;
 int			jobq_batch_time_ms = 5;
 int			jobq_failed_retention_s = 0;
 
@@ -134,9 +134,10 @@ _PG_init(void)
 
 	DefineCustomIntVariable("jobq.batch_size",
 							"Most jobs a worker reserves at once.",
-							NULL,
+							"Fewer when the jobs are slow: no more than a worker "
+							"expects to run in twice jobq.batch_time.",
 							&jobq_batch_size,
-							50, 1, JOBQ_MAX_BATCH,
+							200, 1, JOBQ_MAX_BATCH,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

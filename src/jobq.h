@@ -463,6 +463,8 @@ struct JobqRunner
 	bool		extension_missing;	/* jobq is not installed: stop */
 	List	   *queues;			/* List of char *, priority order */
 	int			batch_size;
+	double		job_us;			/* moving average of a job's time in a
+								 * batch, commit included; 0 = not known */
 	int64		max_jobs;		/* 0 = no limit */
 	bool		stop_when_empty;
 	int64		jobs_run;

@@ -348,6 +348,30 @@ attempts_durable(void)
 }
 
 /*
+ * How many jobs to reserve at once: jobq.batch_size, but no more than the
+ * worker is expected to run in twice jobq.batch_time (at least one), so
+ * that jobs do not wait in a worker's batch behind slower ones while other
+ * workers could take them.  Fast jobs get whole batches, and with them one
+ * commit for many jobs.
+ */
+static int
+batch_limit(JobqRunner *runner)
+{
+	int			limit = Min(runner->batch_size, JOBQ_MAX_BATCH);
+
+	if (runner->job_us > 0)
+	{
+		double		fit = 2000.0 * Max(jobq_batch_time_ms, 1) / runner->job_us;
+
+		if (fit < limit)
+			limit = Max((int) fit, 1);
+	}
+	if (runner->max_jobs > 0)
+		limit = Min(limit, runner->max_jobs - runner->jobs_run);
+	return limit;
+}
+
+/*
  * Called by execute.c in the transaction that ends a batch, before it
  * commits: reserve the next batch in that transaction, saving a
  * reservation transaction (and its commit) per batch while the worker is
@@ -373,9 +397,7 @@ jobq_runner_reserve_next(JobqRunner *runner)
 		return;
 	if (jobq_failed_retention_s > 0 && now >= runner->next_prune)
 		return;
-	limit = Min(runner->batch_size, JOBQ_MAX_BATCH);
-	if (runner->max_jobs > 0)
-		limit = Min(limit, runner->max_jobs - runner->jobs_run);
+	limit = batch_limit(runner);
 	if (limit <= 0)
 		return;
 
@@ -479,13 +501,9 @@ jobq_runner_loop(JobqRunner *runner)
 			continue;
 		}
 
-		limit = Min(runner->batch_size, JOBQ_MAX_BATCH);
-		if (runner->max_jobs > 0)
-		{
-			if (runner->jobs_run >= runner->max_jobs)
-				break;
-			limit = Min(limit, runner->max_jobs - runner->jobs_run);
-		}
+		if (runner->max_jobs > 0 && runner->jobs_run >= runner->max_jobs)
+			break;
+		limit = batch_limit(runner);
 
 		old = MemoryContextSwitchTo(runner->batch_cxt);
 
