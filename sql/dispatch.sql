@@ -144,6 +144,22 @@ SET ROLE jobq_test_bob;
 SELECT jobq.dispatch('app.handle');
 RESET ROLE;
 
+-- dispatch writes jobq's tables as the extension's owner, which a session
+-- remembers: it must notice that jobq was created again by another role
+-- and that the first owner is gone
+CREATE ROLE jobq_test_owner SUPERUSER;
+DROP EXTENSION jobq;
+SET ROLE jobq_test_owner;
+CREATE EXTENSION jobq;
+RESET ROLE;
+\c -
+SELECT jobq.dispatch('app.handle', '{"n": 50}') > 0 AS ok;
+DROP EXTENSION jobq;
+CREATE EXTENSION jobq;
+DROP ROLE jobq_test_owner;
+SELECT jobq.dispatch('app.handle', '{"n": 51}') > 0 AS ok;
+SELECT payload FROM jobq.jobs;
+
 -- clean up
 DROP SCHEMA app CASCADE;
 DROP EXTENSION jobq;

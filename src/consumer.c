@@ -112,10 +112,11 @@ jobq_registration(const char *job, Oid *registered_by)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		lookup_plan = jobq_prepare_kept("SELECT external, registered_by::pg_catalog.oid"
-										"  FROM jobq.handlers"
-										" WHERE job OPERATOR(pg_catalog.=) $1",
-										1, types);
+		lookup_plan = jobq_prepare_kept_generic("SELECT external,"
+												" registered_by::pg_catalog.oid"
+												"  FROM jobq.handlers"
+												" WHERE job OPERATOR(pg_catalog.=) $1",
+												1, types);
 	}
 	values[0] = CStringGetTextDatum(job);
 	become_owner(&sw);

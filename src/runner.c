@@ -40,8 +40,10 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 #include "utils/wait_event.h"
@@ -131,6 +133,21 @@ jobq_parse_queue_list(const char *text)
 }
 
 /*
+ * The extension's owner, as last looked up (dispatch needs it at every call):
+ * valid until the syscache of schemas or roles is invalidated.  DROP and
+ * CREATE EXTENSION drop and create the schema jobq, and REASSIGN OWNED,
+ * which alone changes an extension's owner, reassigns the schema with it.
+ */
+static Oid	cached_owner = InvalidOid;
+static bool owner_callback_registered = false;
+
+static void
+owner_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	cached_owner = InvalidOid;
+}
+
+/*
  * The extension's owner (jobq's tables are written as this role), or
  * InvalidOid if jobq is not installed in this database.  Needs a
  * transaction.
@@ -144,6 +161,15 @@ jobq_extension_owner(void)
 	HeapTuple	tup;
 	Oid			owner = InvalidOid;
 
+	if (!owner_callback_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, owner_inval_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, owner_inval_callback, (Datum) 0);
+		owner_callback_registered = true;
+	}
+	if (OidIsValid(cached_owner))
+		return cached_owner;
+
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
 				F_NAMEEQ, CStringGetDatum("jobq"));
@@ -153,6 +179,7 @@ jobq_extension_owner(void)
 		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+	cached_owner = owner;
 	return owner;
 }
 
