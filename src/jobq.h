@@ -138,7 +138,8 @@ typedef struct JobqSlot
 	int64		jobs_failed;
 	bool		restart_requested;	/* jobq.restart(): exit after this job */
 	bool		clean_exit;		/* leaving on purpose: replace at once */
-	bool		sleeping;		/* waiting for work: a dispatch may wake it */
+	pg_atomic_uint32 sleeping;	/* 1 while waiting for work: a dispatch
+								 * that claims it (0) wakes it */
 	char		queues[JOBQ_QUEUES_TEXT_LEN];
 } JobqSlot;
 

@@ -95,6 +95,8 @@ jobq_shmem_startup(void)
 		pg_atomic_init_u64(&jobq_shared->slot_exits, 0);
 		pg_atomic_init_u64(&jobq_shared->pools_changed, 0);
 		jobq_shared->nslots = MaxBackends;
+		for (int i = 0; i < jobq_shared->nslots; i++)
+			pg_atomic_init_u32(&jobq_shared->slots[i].sleeping, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -188,6 +190,7 @@ jobq_slot_acquire(bool in_session, int64 token, const char *queues,
 	if (slot)
 	{
 		memset(slot, 0, sizeof(JobqSlot));
+		pg_atomic_init_u32(&slot->sleeping, 0);
 		slot->state = JOBQ_SLOT_IDLE;
 		slot->pid = MyProcPid;
 		slot->dboid = MyDatabaseId;
@@ -236,15 +239,15 @@ jobq_slot_set_job(JobqSlot *slot, int64 job_id)
 
 /*
  * The process is about to wait for work (true), or has stopped waiting.
- * A plain store: wake_database() reads it under the registry lock, and
- * being wrong only wakes a process more, or one that is awake already.
+ * A dispatch that finds it waiting claims it (wake_database), so that two
+ * dispatches committing at once wake two processes, not the same one twice.
  */
 void
 jobq_slot_set_sleeping(JobqSlot *slot, bool sleeping)
 {
 	if (slot == NULL)
 		return;
-	slot->sleeping = sleeping;
+	pg_atomic_write_u32(&slot->sleeping, sleeping ? 1 : 0);
 	pg_memory_barrier();
 }
 
@@ -305,6 +308,7 @@ jobq_slot_release(JobqSlot *slot)
 		jobq_shared->next_exit_note = (jobq_shared->next_exit_note + 1) % JOBQ_EXIT_NOTES;
 	}
 	memset(slot, 0, sizeof(JobqSlot));
+	pg_atomic_init_u32(&slot->sleeping, 0);
 	pg_atomic_fetch_add_u64(&jobq_shared->slot_exits, 1);
 	jobq_wake_database_locked(dboid);
 	if (jobq_shared->launcher_latch)
@@ -491,10 +495,11 @@ wake_database(void)
 				continue;
 			if (pass == 0)
 			{
-				/* first pass: the sleeping ones, one per job */
-				if (!s->sleeping || woken >= wake_njobs)
+				/* first pass: the sleeping ones, one per job, each claimed */
+				if (woken >= wake_njobs ||
+					pg_atomic_read_u32(&s->sleeping) == 0 ||
+					pg_atomic_exchange_u32(&s->sleeping, 0) == 0)
 					continue;
-				s->sleeping = false;
 			}
 			SetLatch(s->latch);
 			woken++;
