@@ -465,6 +465,7 @@ struct JobqRunner
 	volatile sig_atomic_t *stop_requested;	/* set by SIGTERM in a worker */
 	volatile sig_atomic_t *stop_is_shutdown;	/* ... sent by the postmaster */
 	bool		cancelled;		/* a job was cancelled in CALL jobq.work() */
+	bool		statement_timed_out;	/* ... by the CALL's statement_timeout */
 	bool		recycle;		/* leave after the current job (restart,
 								 * pool changed, recycling limit) */
 	bool		(*should_recycle) (JobqRunner *runner); /* asked between jobs */
