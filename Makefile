@@ -16,7 +16,7 @@ PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wmissing-prototypes -Wpointer-arith \
 	-Werror=vla -Wendif-labels -Wformat-security -Wno-declaration-after-statement
 
 # pg_regress: the SQL API, run with CALL jobq.work() on a private instance
-REGRESS = dispatch register work failures security operations failed_jobs lifecycle chains middleware consumer retry_options dispatch_many statement_timer
+REGRESS = dispatch register work failures security operations failed_jobs lifecycle chains middleware consumer retry_options dispatch_many statement_timer lease_expiry
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation

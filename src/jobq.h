@@ -406,6 +406,7 @@ typedef enum JobqRegistration
 extern JobqRegistration jobq_registration(const char *job, Oid *registered_by);
 extern void jobq_check_external_name(const char *job);
 extern void jobq_notify_external(const char *queue, const char *job);
+extern int	jobq_expire_leases(ArrayType *queues);
 
 /* ---- execution (execute.c) ---- */
 
