@@ -20,7 +20,7 @@ REGRESS = dispatch register work failures security operations failed_jobs lifecy
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation
-ISOLATION = skip_locked retry_race funnel consumer_fencing
+ISOLATION = skip_locked retry_race funnel consumer_fencing external_wakeup
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jobq.conf
 
 # TAP: background workers, crashes, timeouts

@@ -385,7 +385,7 @@ typedef enum JobqEvent
 } JobqEvent;
 
 extern bool jobq_event_wanted(JobqEvent event);
-extern void jobq_event(JobqEvent event, int64 id, const char *queue,
+extern bool jobq_event(JobqEvent event, int64 id, const char *queue,
 					   const char *job, int32 attempt, const JobqError *err);
 extern void jobq_events_from_spi(JobqEvent event, const JobqError *err);
 
