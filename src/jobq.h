@@ -14,7 +14,8 @@
  *				the loop in runner.c until told to stop or to be replaced
  *				(jobq.restart(), pool changes, recycling limits).
  *	work.c		CALL jobq.work() runs the same loop in a client session.
- *	runner.c	the loop: recover jobs of dead workers, reserve a batch,
+ *	runner.c	the loop: recover jobs of dead workers (and external jobs
+ *				whose consumers' leases ended, consumer.c), reserve a batch,
  *				execute it, sleep until the next job is due.
  *	reserve.c	the reservation transaction (FOR UPDATE SKIP LOCKED,
  *				attempts counted and committed) and recovery of reservations
@@ -39,7 +40,8 @@
  *	consumer.c	external jobs (no SQL handler) take another path: apps
  *				reserve them over SQL with a lease and a fencing token
  *				(jobq.reserve) and report the outcome with the token
- *				(jobq.complete/release/fail/extend); outcomes in complete.c.
+ *				(jobq.complete/release/fail/extend); a lease that ends
+ *				without a report is a failed attempt; outcomes in complete.c.
  *
  * Copyright (c) 2026, jobq developers
  *
