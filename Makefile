@@ -16,11 +16,11 @@ PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wmissing-prototypes -Wpointer-arith \
 	-Werror=vla -Wendif-labels -Wformat-security -Wno-declaration-after-statement
 
 # pg_regress: the SQL API, run with CALL jobq.work() on a private instance
-REGRESS = dispatch register work failures security operations failed_jobs lifecycle chains middleware consumer retry_options dispatch_many
+REGRESS = dispatch register work failures security operations failed_jobs lifecycle chains middleware consumer retry_options dispatch_many statement_timer lease_expiry
 REGRESS_OPTS = --temp-instance=./tmp_check_regress --temp-config=$(srcdir)/test/jobq.conf
 
 # isolation: concurrent reservation
-ISOLATION = skip_locked retry_race funnel consumer_fencing
+ISOLATION = skip_locked retry_race funnel consumer_fencing external_wakeup
 ISOLATION_OPTS = --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test/jobq.conf
 
 # TAP: background workers, crashes, timeouts

@@ -556,6 +556,11 @@ COMMENT ON FUNCTION jobq.drop_pool(pg_catalog.text, pg_catalog.bool)
 
 CREATE SEQUENCE jobq.lease_token_seq AS pg_catalog.int8;
 
+-- Leases, for handling those that ended without a report (consumer.c:
+-- jobq.reserve and the workers' periodic recovery fail such attempts).
+CREATE INDEX jobs_leased_idx ON jobq.jobs
+    USING btree (available_at) WHERE lease_token IS NOT NULL;
+
 CREATE FUNCTION jobq.reserve(
     queues pg_catalog.text[],
     lease  pg_catalog.interval DEFAULT '90 s',

@@ -13,19 +13,23 @@
  *
  *	lease_token		a fencing token, new for every reservation (a sequence,
  *					so a later reservation always has a larger token);
- *	available_at	while leased, when the lease expires.  A job whose lease
- *					expired is simply available again: jobq.reserve() picks
- *					it up in the same index scan as any ready job, with its
- *					attempt already counted.
+ *	available_at	while leased, when the lease expires.
+ *
+ * A lease that expired without a report is a failed attempt (JQ703), like
+ * one whose worker died: jobq_expire_leases() hands it to the retry rule
+ * (complete.c, lifecycle.c), so the job comes back after its backoff or
+ * goes to the failed store.  It runs at every jobq.reserve() for the
+ * queues asked for, whoever the caller, and in the periodic recovery of
+ * the in-server workers (runner.c) for all queues.
  *
  * reserved_by stays NULL for external jobs, so the recovery of reservations
  * held by dead in-server workers (reserve.c) never touches a lease.
  *
  * Every call that reports on a job locks its row and checks that the token
  * is still the job's lease_token; a stale token (the job finished, was
- * handed back, or was reserved again after the lease expired) raises
- * ERRCODE_JOBQ_STALE_TOKEN and changes nothing.  A lease that has expired
- * but whose job nobody reserved since is still honoured.  Times come from
+ * handed back, its expired lease was handled, or it was reserved again)
+ * raises ERRCODE_JOBQ_STALE_TOKEN and changes nothing.  A lease that has
+ * expired but was not handled yet is still honoured.  Lease ends come from
  * the database clock (statement_timestamp()).
  *
  * The outcomes themselves (delete, retry after backoff, move to the failed
@@ -70,6 +74,7 @@ static SPIPlanPtr lease_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 static SPIPlanPtr extend_plan = NULL;
+static SPIPlanPtr expired_plan = NULL;
 
 /* The caller's identity, saved while running as the extension owner. */
 typedef struct OwnerSwitch
@@ -173,8 +178,10 @@ jobq_check_external_name(const char *job)
 
 /*
  * Wake SQL consumers that LISTEN on channel jobq when an external job is
- * dispatched (sent at commit; identical texts are sent once per
- * transaction, so a bulk dispatch sends one per queue and job name).
+ * dispatched without a queued event (sent at commit; identical texts are
+ * sent once per transaction, so a bulk dispatch sends one per queue and job
+ * name).  Unlike job events, it is sent even while the notification queue
+ * is over jobq.events_queue_limit: it is what idle consumers wait for.
  */
 void
 jobq_notify_external(const char *queue, const char *job)
@@ -222,6 +229,77 @@ lease_ms(Interval *lease)
 	return ms;
 }
 
+/* ---- expired leases ---- */
+
+/*
+ * Handle the leases of external jobs that ended without a report: each is a
+ * failed attempt (JQ703) that goes through the retry rule, so the job is
+ * available again after its backoff, or moves to the failed store (its
+ * failure handler run) if no attempt is left.  queues: the queues to look
+ * at, or NULL for all.  Handles at most JOBQ_MAX_BATCH per call, skipping
+ * jobs locked by a concurrent report.  Returns how many it handled.
+ * Caller is connected to SPI and runs as the extension owner.
+ */
+int
+jobq_expire_leases(ArrayType *queues)
+{
+	Datum		values[1];
+	char		nulls[1] = {' '};
+	int64	   *ids;
+	int			n;
+	int			handled = 0;
+
+	if (expired_plan == NULL)
+	{
+		Oid			types[1] = {TEXTARRAYOID};
+
+		expired_plan = jobq_prepare_kept(
+										 "SELECT id FROM jobq.jobs"
+										 " WHERE lease_token IS NOT NULL AND external"
+										 "   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
+										 "   AND ($1 IS NULL OR queue OPERATOR(pg_catalog.=) ANY ($1))"
+										 " ORDER BY available_at, id"
+										 " LIMIT " CppAsString2(JOBQ_MAX_BATCH)
+										 " FOR UPDATE SKIP LOCKED",
+										 1, types);
+	}
+	values[0] = PointerGetDatum(queues);
+	if (queues == NULL)
+		nulls[0] = 'n';
+	if (SPI_execute_plan(expired_plan, values, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "jobq: could not look for expired leases");
+	n = (int) SPI_processed;
+	if (n == 0)
+		return 0;
+	ids = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	for (int i = 0; i < n; i++)
+	{
+		JobqJob		jj;
+		JobqError	err;
+
+		if (!jobq_job_load(ids[i], &jj, CurrentMemoryContext))
+			continue;
+		memset(&err, 0, sizeof(err));
+		strlcpy(err.sqlstate, "JQ703", sizeof(err.sqlstate));
+		err.message = psprintf("the lease of attempt %d of job %lld expired",
+							   jj.attempts, (long long) jj.id);
+		err.detail = "The consumer neither reported an outcome nor extended the lease in time.";
+		jobq_attempt_failed(&jj, &err);
+		handled++;
+	}
+	pfree(ids);
+	return handled;
+}
+
 /* ---- reserve ---- */
 
 /*
@@ -232,10 +310,9 @@ lease_ms(Interval *lease)
  *
  * Reserves up to max ready external jobs of the given queues, queues in
  * priority order and each in the order its jobs became available, like the
- * in-server workers.  A job whose previous lease expired is reserved again
- * (its expired attempt counted), unless that was its last try: then it goes
- * to the failed store instead.  Only jobs owned by roles whose privileges
- * the caller has are reserved.
+ * in-server workers.  Expired leases of these queues are handled first
+ * (jobq_expire_leases), so their jobs come back only after their backoff.
+ * Only jobs owned by roles whose privileges the caller has are reserved.
  */
 Datum
 jobq_consumer_reserve(PG_FUNCTION_ARGS)
@@ -249,6 +326,7 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 	OwnerSwitch sw;
 	int			n = 0;
 	ListCell   *lc;
+	TimestampTz now;
 
 	check_not_null(fcinfo, 0, "queues");
 	check_not_null(fcinfo, 1, "lease");
@@ -267,43 +345,48 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 	SPI_connect();
 	if (pick_plan == NULL)
 	{
-		Oid			ptypes[4] = {TEXTOID, INT4OID, BOOLOID, OIDOID};
-		Oid			ltypes[4] = {INT8OID, INTERVALOID, BOOLOID, TEXTOID};
+		Oid			ptypes[5] = {TEXTOID, INT4OID, BOOLOID, OIDOID,
+		TIMESTAMPTZOID};
+		Oid			ltypes[2] = {INT8OID, INTERVALOID};
 
 		pick_plan = jobq_prepare_kept(
-									  "SELECT id, lease_token IS NOT NULL, attempts, tries"
-									  "  FROM jobq.jobs"
+									  "SELECT id FROM jobq.jobs"
 									  " WHERE queue OPERATOR(pg_catalog.=) $1 AND external"
-									  "   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.statement_timestamp()"
+									  "   AND available_at OPERATOR(pg_catalog.<=) $5"
+									  "   AND lease_token IS NULL"
 									  "   AND ($3 OR pg_catalog.pg_has_role($4, owner::pg_catalog.oid, 'USAGE'))"
 									  " ORDER BY available_at, id"
 									  " LIMIT $2"
 									  " FOR UPDATE SKIP LOCKED",
-									  4, ptypes);
+									  5, ptypes);
 		lease_plan = jobq_prepare_kept(
 									   "UPDATE jobq.jobs"
-									   "   SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
-									   "       exceptions = exceptions OPERATOR(pg_catalog.+)"
-									   "         CASE WHEN $3 THEN 1 ELSE 0 END,"
+									   "   SET attempts = pg_catalog.int4smaller(attempts, 2147483646)"
+									   "         OPERATOR(pg_catalog.+) 1,"
 									   "       lease_token = pg_catalog.nextval('jobq.lease_token_seq'::pg_catalog.regclass),"
 									   "       reserved_at = pg_catalog.statement_timestamp(),"
-									   "       available_at = pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $2,"
-									   "       last_error = CASE WHEN $3 THEN pg_catalog.jsonb_build_object("
-									   "         'sqlstate', 'JQ703', 'message', $4) ELSE last_error END"
+									   "       available_at = pg_catalog.statement_timestamp() OPERATOR(pg_catalog.+) $2"
 									   " WHERE id OPERATOR(pg_catalog.=) $1"
 									   " RETURNING id, lease_token, job, payload, queue, attempts, tries,"
 									   "   available_at",
-									   4, ltypes);
+									   2, ltypes);
 	}
 
 	become_owner(&sw);
+	/*
+	 * Leases that ended without a report are failed attempts: their jobs
+	 * come back after their backoff, counted from now (so a backoff of 0
+	 * makes them ready for this very call).
+	 */
+	(void) jobq_expire_leases(PG_GETARG_ARRAYTYPE_P(0));
+	now = GetCurrentTimestamp();
 	foreach(lc, queues)
 	{
 		char	   *queue = (char *) lfirst(lc);
 
 		while (n < max)
 		{
-			Datum		pvalues[4];
+			Datum		pvalues[5];
 			SPITupleTable *picked;
 			uint64		npicked;
 
@@ -311,6 +394,7 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 			pvalues[1] = Int32GetDatum(max - n);
 			pvalues[2] = BoolGetDatum(see_all);
 			pvalues[3] = ObjectIdGetDatum(caller);
+			pvalues[4] = TimestampTzGetDatum(now);
 			if (SPI_execute_plan(pick_plan, pvalues, NULL, false, 0) != SPI_OK_SELECT)
 				elog(ERROR, "jobq: reservation failed");
 			picked = SPI_tuptable;
@@ -322,87 +406,42 @@ jobq_consumer_reserve(PG_FUNCTION_ARGS)
 				TupleDesc	desc = picked->tupdesc;
 				bool		isnull;
 				int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-				bool		expired = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-				int32		attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-				Datum		d = SPI_getbinval(tup, desc, 4, &isnull);
-				int32		tries = isnull ? jobq_tries : DatumGetInt32(d);
-				char	   *expiry_msg = NULL;
-				Datum		lvalues[4];
-				char		lnulls[4] = "    ";
+				Datum		lvalues[2];
 				Datum		out[8];
 				bool		outnulls[8] = {0};
-
 				JobqJob		jj;
 				JobqError	err;
-				JobqError	expiry_err;
 
 				if (!jobq_job_load(id, &jj, CurrentMemoryContext))
 					continue;
-				if (expired)
-				{
-					/*
-					 * The expired lease is a lost attempt, like one whose
-					 * worker died: the retry rule (lifecycle.c) decides
-					 * whether the job may be attempted again.
-					 */
-					expiry_msg = psprintf("the lease of attempt %d of job %lld expired",
-										  attempts, (long long) id);
-					memset(&expiry_err, 0, sizeof(expiry_err));
-					strlcpy(expiry_err.sqlstate, "JQ703", sizeof(expiry_err.sqlstate));
-					expiry_err.message = expiry_msg;
-					expiry_err.detail = "The consumer neither reported an outcome nor extended the lease in time.";
-					if (!jobq_may_try_again(&jj, 0, true))
-					{
-						jobq_fail_job(&jj, &expiry_err);
-						continue;
-					}
-					jj.exceptions++;
-				}
-				/* the attempt this lease starts: past a deadline or tries? */
-				jj.attempts++;
-				if (!jobq_precheck(&jj, &err))
-				{
-					jobq_fail_job(&jj, &err);
-					continue;
-				}
 
+				/* count the attempt this lease starts, as workers do */
 				lvalues[0] = Int64GetDatum(id);
 				lvalues[1] = IntervalPGetDatum(lease);
-				lvalues[2] = BoolGetDatum(expired);
-				if (expired)
-					lvalues[3] = CStringGetTextDatum(expiry_msg);
-				else
-					lnulls[3] = 'n';
-				if (SPI_execute_plan(lease_plan, lvalues, lnulls, false, 0) != SPI_OK_UPDATE_RETURNING ||
+				if (SPI_execute_plan(lease_plan, lvalues, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
 					SPI_processed != 1)
 					elog(ERROR, "jobq: could not lease job %lld", (long long) id);
-
 				tup = SPI_tuptable->vals[0];
 				desc = SPI_tuptable->tupdesc;
 				for (int c = 0; c < 8; c++)
 					out[c] = SPI_getbinval(tup, desc, c + 1, &outnulls[c]);
+				jj.attempts = DatumGetInt32(out[5]);
 
-				/*
-				 * Events, as for the in-server workers: the expired attempt
-				 * failed and is retried by this one, which is processing.
-				 */
-				if (jobq_event_wanted(JOBQ_EVENT_PROCESSING) ||
-					(expired && jobq_event_wanted(JOBQ_EVENT_EXCEPTION)))
+				/* past a deadline or its tries: fail without handing it out */
+				if (!jobq_precheck(&jj, &err))
 				{
-					char	   *ev_job = SPI_getvalue(tup, desc, 3);
-					char	   *ev_queue = SPI_getvalue(tup, desc, 5);
-					int32		attempt = DatumGetInt32(out[5]);
-
-					if (expired)
-						jobq_event(JOBQ_EVENT_EXCEPTION, id, ev_queue, ev_job,
-								   attempt - 1, &expiry_err);
-					jobq_event(JOBQ_EVENT_PROCESSING, id, ev_queue, ev_job,
-							   attempt, NULL);
+					SPI_freetuptable(SPI_tuptable);
+					jobq_fail_job(&jj, &err);
+					continue;
 				}
+
+				if (jobq_event_wanted(JOBQ_EVENT_PROCESSING))
+					jobq_event(JOBQ_EVENT_PROCESSING, id, SPI_getvalue(tup, desc, 5),
+							   SPI_getvalue(tup, desc, 3), jj.attempts, NULL);
 				/* the payload as a value, not a pointer into the table */
 				out[3] = PointerGetDatum(PG_DETOAST_DATUM(out[3]));
 				/* effective tries, as the consumer must apply them */
-				out[6] = Int32GetDatum(tries);
+				out[6] = Int32GetDatum(jj.tries);
 				outnulls[6] = false;
 				tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc,
 									 out, outnulls);

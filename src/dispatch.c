@@ -211,15 +211,17 @@ jobq_insert_job(Datum *values, const char *nulls)
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									 SPI_tuptable->tupdesc, 1, &isnull));
 	queue = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
-		jobq_event(JOBQ_EVENT_QUEUED, id, queue,
-				   TextDatumGetCString(values[JOBQ_INS_JOB]), 0, NULL);
-	else if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-										SPI_tuptable->tupdesc, 3, &isnull)))
-	{
-		/* SQL consumers of external jobs wait for this notification */
+
+	/*
+	 * SQL consumers of external jobs wait for a notification: the queued
+	 * event, or when that is not sent (not asked for, or the notification
+	 * queue is over jobq.events_queue_limit) the wake-up.
+	 */
+	if (!jobq_event(JOBQ_EVENT_QUEUED, id, queue,
+					TextDatumGetCString(values[JOBQ_INS_JOB]), 0, NULL) &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+								   SPI_tuptable->tupdesc, 3, &isnull)))
 		jobq_notify_external(queue, TextDatumGetCString(values[JOBQ_INS_JOB]));
-	}
 	jobq_wake_at_commit(queue, 1);
 	pfree(queue);
 	return id;
@@ -654,6 +656,7 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 		SPITupleTable *tt = SPI_tuptable;
 		bool		isnull;
 		bool		wanted = jobq_event_wanted(JOBQ_EVENT_QUEUED);
+		bool		sent = false;
 
 		queue = SPI_getvalue(tt->vals[0], tt->tupdesc, 2);
 
@@ -663,11 +666,13 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 			bool		id_null = false;
 
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &id_null);
-			if (wanted)
+			if (wanted &&
 				jobq_event(JOBQ_EVENT_QUEUED, DatumGetInt64(id), queue, canonical,
-						   0, NULL);
+						   0, NULL))
+				sent = true;
 		}
-		if (!wanted && external)
+		/* consumers wait for one of the events, or else the wake-up */
+		if (!sent && external)
 			jobq_notify_external(queue, canonical);
 	}
 	SetUserIdAndSecContext(save_userid, save_sec);

@@ -151,16 +151,17 @@ append_text(StringInfo buf, const char *key, const char *text, int maxbytes)
 /*
  * Queue a NOTIFY describing an event of job id, if jobq.events asks for it
  * and the notification queue has room.  Delivered when the current
- * transaction commits.  sqlstate and message may be NULL.
+ * transaction commits.  sqlstate and message may be NULL.  Returns whether
+ * it was queued.
  */
-void
+bool
 jobq_event(JobqEvent event, int64 id, const char *queue, const char *job,
 		   int32 attempt, const JobqError *err)
 {
 	StringInfoData buf;
 
 	if (!jobq_event_wanted(event) || !queue_has_room())
-		return;
+		return false;
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "{\"event\":\"%s\",\"id\":%lld",
@@ -178,6 +179,7 @@ jobq_event(JobqEvent event, int64 id, const char *queue, const char *job,
 
 	Async_Notify(JOBQ_EVENT_CHANNEL, buf.data);
 	pfree(buf.data);
+	return true;
 }
 
 /*

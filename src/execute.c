@@ -13,7 +13,11 @@
  *	- with its own GUC nesting level, so SET inside a job does not leak
  *	  into the next one;
  *	- under its timeout, armed here because the statement_timeout GUC is
- *	  not enforced in background workers.
+ *	  not enforced in background workers.  The timer is the one of
+ *	  statement_timeout: what it was set to before (the statement of a
+ *	  client session, or the job of an outer handler) is put back when the
+ *	  handler returns, and an earlier outer deadline is never extended
+ *	  (TimerSave).
  *
  * A job that fails rolls back alone; its failure (retry with backoff, or
  * move to the failed store) is written in the same outer transaction, so a
@@ -79,6 +83,61 @@ typedef enum JobOutcome
 	OUTCOME_STOPPED,			/* middleware did not let it run */
 	OUTCOME_INTERRUPTED			/* cancelled by a server shutdown */
 } JobOutcome;
+
+/*
+ * The STATEMENT_TIMEOUT timer as it was before a handler took it: a client
+ * session's statement_timeout (jobq.fail() of a consumer running a failure
+ * handler), or the timeout of an outer handler that acts as a consumer.
+ */
+typedef struct TimerSave
+{
+	bool		active;			/* it was running */
+	TimestampTz fin;			/* ... until then */
+} TimerSave;
+
+static void
+timer_save(TimerSave *save)
+{
+	save->active = get_timeout_active(STATEMENT_TIMEOUT);
+	save->fin = save->active ? get_timeout_finish_time(STATEMENT_TIMEOUT) : 0;
+}
+
+/*
+ * Arm the job's timeout on STATEMENT_TIMEOUT, unless the saved deadline
+ * comes first: then that one stays, and cancels the handler when reached.
+ */
+static void
+timer_arm(const TimerSave *save, int32 timeout_ms)
+{
+	TimestampTz fin;
+
+	if (timeout_ms <= 0)
+		return;
+	fin = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	if (!save->active || fin < save->fin)
+		enable_timeout_at(STATEMENT_TIMEOUT, fin);
+}
+
+/*
+ * Put the timer back as timer_arm() found it, once the caller has disabled
+ * it.  A saved deadline that has passed meanwhile (it may have cancelled
+ * the handler, a cancel then caught as the handler's error) fires again at
+ * once, so that the statement or job it belongs to is still cancelled;
+ * unless !refire: then the caller sees to it.  Returns true if the saved
+ * deadline has passed.
+ */
+static bool
+timer_restore(const TimerSave *save, bool refire)
+{
+	bool		passed;
+
+	if (!save->active)
+		return false;
+	passed = save->fin <= GetCurrentTimestamp();
+	if (!passed || refire)
+		enable_timeout_at(STATEMENT_TIMEOUT, save->fin);
+	return passed;
+}
 
 /*
  * Copy a piece of error text, cut to a bounded length and made valid in the
@@ -172,8 +231,12 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 	volatile TimestampTz started = GetCurrentTimestamp();
 	volatile JobOutcome outcome = OUTCOME_DONE;
 	int			nargs = h->key.nargs;
+	TimerSave	timer;
+	volatile bool outer_expired = false;
+	bool		in_work = runner != NULL && runner->in_procedure;
 
 	*timed_out = false;
+	timer_save(&timer);
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 
 	BeginInternalSubTransaction(NULL);
@@ -212,8 +275,7 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 
 		/* a cancel that arrived between jobs is not meant for this one */
 		QueryCancelPending = false;
-		if (job->timeout_ms > 0)
-			enable_timeout_after(STATEMENT_TIMEOUT, job->timeout_ms);
+		timer_arm(&timer, job->timeout_ms);
 		jobq_in_handler = true;
 		QueryCancelHoldoffCount = 0;
 
@@ -230,10 +292,10 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 
 		QueryCancelHoldoffCount = save_cancel_holdoff;
 		jobq_in_handler = false;
-		if (job->timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		/* the handler finished: a cancel or timeout now is too late */
 		QueryCancelPending = false;
+		outer_expired = timer_restore(&timer, !in_work);
 
 		PopActiveSnapshot();
 		AtEOXact_GUC(false, gucnest);
@@ -251,14 +313,14 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 		jobq_context_pop(ctx);
 		QueryCancelHoldoffCount = save_cancel_holdoff;
 		jobq_in_handler = false;
-		if (job->timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+		disable_timeout(STATEMENT_TIMEOUT, false);
 
 		MemoryContextSwitchTo(job_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		QueryCancelPending = false;
+		outer_expired = timer_restore(&timer, !in_work);
 
 		jobq_error_from_edata(err, edata);
 		outcome = OUTCOME_ERROR;
@@ -297,6 +359,16 @@ invoke(JobqRunner *runner, JobqJob *job, JobqHandler *h, Datum *args,
 
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
+
+	/*
+	 * The statement timeout of CALL jobq.work() passed while the job ran:
+	 * record the attempt, then stop with that error (work.c).
+	 */
+	if (outer_expired && in_work)
+	{
+		runner->cancelled = true;
+		runner->statement_timed_out = true;
+	}
 
 	/* learn how long this handler takes */
 	if (outcome != OUTCOME_STOPPED)

@@ -177,10 +177,9 @@ retry_failed(FunctionCallInfo fcinfo, const char *sql, Oid argtype,
 		queue = SPI_getvalue(tup, desc, 3);
 		job = SPI_getvalue(tup, desc, 4);
 		/* like jobq_insert_job: the event, else the consumers' wake-up */
-		if (jobq_event_wanted(JOBQ_EVENT_QUEUED))
-			jobq_event(JOBQ_EVENT_QUEUED, DatumGetInt64(values[1]), queue, job,
-					   0, NULL);
-		else if (DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
+		if (!jobq_event(JOBQ_EVENT_QUEUED, DatumGetInt64(values[1]), queue, job,
+						0, NULL) &&
+			DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
 			jobq_notify_external(queue, job);
 	}
 	SPI_finish();

@@ -14,7 +14,8 @@
  *				the loop in runner.c until told to stop or to be replaced
  *				(jobq.restart(), pool changes, recycling limits).
  *	work.c		CALL jobq.work() runs the same loop in a client session.
- *	runner.c	the loop: recover jobs of dead workers, reserve a batch,
+ *	runner.c	the loop: recover jobs of dead workers (and external jobs
+ *				whose consumers' leases ended, consumer.c), reserve a batch,
  *				execute it, sleep until the next job is due.
  *	reserve.c	the reservation transaction (FOR UPDATE SKIP LOCKED,
  *				attempts counted and committed) and recovery of reservations
@@ -39,7 +40,8 @@
  *	consumer.c	external jobs (no SQL handler) take another path: apps
  *				reserve them over SQL with a lease and a fencing token
  *				(jobq.reserve) and report the outcome with the token
- *				(jobq.complete/release/fail/extend); outcomes in complete.c.
+ *				(jobq.complete/release/fail/extend); a lease that ends
+ *				without a report is a failed attempt; outcomes in complete.c.
  *
  * Copyright (c) 2026, jobq developers
  *
@@ -391,7 +393,7 @@ typedef enum JobqEvent
 } JobqEvent;
 
 extern bool jobq_event_wanted(JobqEvent event);
-extern void jobq_event(JobqEvent event, int64 id, const char *queue,
+extern bool jobq_event(JobqEvent event, int64 id, const char *queue,
 					   const char *job, int32 attempt, const JobqError *err);
 extern void jobq_events_from_spi(JobqEvent event, const JobqError *err);
 
@@ -412,6 +414,7 @@ typedef enum JobqRegistration
 extern JobqRegistration jobq_registration(const char *job, Oid *registered_by);
 extern void jobq_check_external_name(const char *job);
 extern void jobq_notify_external(const char *queue, const char *job);
+extern int	jobq_expire_leases(ArrayType *queues);
 
 /* ---- execution (execute.c) ---- */
 
@@ -473,6 +476,7 @@ struct JobqRunner
 	volatile sig_atomic_t *stop_requested;	/* set by SIGTERM in a worker */
 	volatile sig_atomic_t *stop_is_shutdown;	/* ... sent by the postmaster */
 	bool		cancelled;		/* a job was cancelled in CALL jobq.work() */
+	bool		statement_timed_out;	/* ... by the CALL's statement_timeout */
 	bool		recycle;		/* leave after the current job (restart,
 								 * pool changed, recycling limit) */
 	bool		(*should_recycle) (JobqRunner *runner); /* asked between jobs */

@@ -560,7 +560,11 @@ jobq_runner_loop(JobqRunner *runner)
 			}
 		}
 		if (recovery_due(runner))
+		{
 			jobq_recover_lost(runner->token);
+			/* and external jobs whose consumers' leases ended (consumer.c) */
+			(void) jobq_expire_leases(NULL);
+		}
 		if (jobq_failed_retention_s > 0 &&
 			GetCurrentTimestamp() >= runner->next_prune)
 		{

@@ -94,6 +94,8 @@ jobq_work(PG_FUNCTION_ARGS)
 		if (runner.cancelled)
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
+					 runner.statement_timed_out ?
+					 errmsg("canceling statement due to statement timeout") :
 					 errmsg("canceling statement due to user request"),
 					 errdetail("The running job was cancelled and its attempt recorded as failed.")));
 	}
