@@ -36,6 +36,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 
 #include "jobq.h"
 
@@ -80,7 +81,7 @@ jobq_prepare_kept(const char *sql, int nargs, Oid *argtypes)
  * index): planned once per process, not at every call.  Left to choose, the
  * plan cache keeps planning statements such as "id = ANY ($1)" at every
  * call when the arrays are short, because a custom plan then looks a
- * little cheaper.
+ * little cheaper.  Run them with jobq_execute_indexed().
  */
 SPIPlanPtr
 jobq_prepare_kept_generic(const char *sql, int nargs, Oid *argtypes)
@@ -93,6 +94,31 @@ jobq_prepare_kept_generic(const char *sql, int nargs, Oid *argtypes)
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
 	return plan;
+}
+
+/*
+ * SPI_execute_plan() of a statement prepared by jobq_prepare_kept_generic,
+ * planned (if it needs planning now) without sequential or bitmap scans.
+ * A generic plan is kept until the table's statistics change, and one made
+ * while jobq.jobs was nearly empty (a fresh install, a quiet night) would
+ * otherwise scan the whole table at every call once a burst of jobs
+ * arrives, until the next VACUUM or ANALYZE.  The settings apply to this
+ * statement only; handlers never see them.
+ */
+int
+jobq_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls,
+					 bool read_only, long count)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, values, nulls, read_only, count);
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
 }
 
 void
@@ -199,7 +225,7 @@ complete_jobs(int64 token, const int64 *ids, int n, JobqEvent event)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
-	if (SPI_execute_plan(events ? complete_events_plan : complete_plan,
+	if (jobq_execute_indexed(events ? complete_events_plan : complete_plan,
 						 values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobq: could not delete completed jobs");
 	if (events)

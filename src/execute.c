@@ -427,7 +427,7 @@ relock_jobs(int64 token, JobqJob *jobs, int from, int to)
 	values[0] = PointerGetDatum(construct_array(elems, n, INT8OID, 8,
 												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = Int64GetDatum(token);
-	if (SPI_execute_plan(relock_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+	if (jobq_execute_indexed(relock_plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobq: could not lock reserved jobs");
 	if (SPI_processed < (uint64) n)
 	{

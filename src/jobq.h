@@ -370,6 +370,8 @@ extern struct _SPI_plan *jobq_prepare_kept(const char *sql, int nargs,
 										   Oid *argtypes);
 extern struct _SPI_plan *jobq_prepare_kept_generic(const char *sql, int nargs,
 												   Oid *argtypes);
+extern int	jobq_execute_indexed(struct _SPI_plan *plan, Datum *values,
+								 const char *nulls, bool read_only, long count);
 
 /* ---- events over NOTIFY (events.c) ---- */
 

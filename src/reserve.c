@@ -277,7 +277,7 @@ reserve_in_queue(int64 token, const char *queue, int max_jobs, bool hinted,
 	values[2] = Int32GetDatum(max_jobs);
 	values[3] = TimestampTzGetDatum(hinted ? from_available_at : DT_NOBEGIN);
 	values[4] = Int64GetDatum(hinted ? from_id : PG_INT64_MIN);
-	if (SPI_execute_plan(reserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (jobq_execute_indexed(reserve_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "jobq: reservation failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
 		job_from_tuple(&jobs[n++], SPI_tuptable->vals[i],
@@ -466,7 +466,7 @@ jobq_next_due_ms(List *queues)
 		TimestampTz t;
 
 		values[0] = CStringGetTextDatum((char *) lfirst(lc));
-		if (SPI_execute_plan(next_due_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		if (jobq_execute_indexed(next_due_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "jobq: next-due query failed");
 		if (SPI_processed == 0)
 			continue;
