@@ -36,6 +36,7 @@ int			jobq_backoff_ms = 0;
 int			jobq_max_sleep_ms = 5000;
 int			jobq_batch_size = 200;
 int			jobq_batch_time_ms = 5;
+int			jobq_vacuum_threshold = 10000;
 int			jobq_failed_retention_s = 0;
 
 static const struct config_enum_entry events_options[] = {
@@ -150,6 +151,16 @@ _PG_init(void)
 							5, 0, 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("jobq.vacuum_threshold",
+							"Dead row versions in jobq.jobs that make the pool manager vacuum it (0 = leave it to autovacuum).",
+							"The pool manager looks every second; autovacuum may visit a "
+							"database only once per autovacuum_naptime.",
+							&jobq_vacuum_threshold,
+							10000, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("jobq.failed_retention",

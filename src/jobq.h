@@ -96,6 +96,7 @@ extern int	jobq_backoff_ms;
 extern int	jobq_max_sleep_ms;
 extern int	jobq_batch_size;
 extern int	jobq_batch_time_ms;
+extern int	jobq_vacuum_threshold;
 extern int	jobq_failed_retention_s;
 extern int	jobq_events;
 extern double jobq_events_queue_limit;
@@ -508,6 +509,11 @@ extern void jobq_runner_reserve_next(JobqRunner *runner);
 extern void jobq_runner_forget_next(JobqRunner *runner);
 extern List *jobq_parse_queue_list(const char *text);
 extern void jobq_check_queue_name(const char *queue);
+
+/* ---- vacuuming jobq.jobs (vacuum.c, run by the pool manager) ---- */
+
+#define JOBQ_VACUUM_CHECK_MS		1000
+extern long jobq_maybe_vacuum_jobs(TimestampTz *last_check);
 
 /* ---- background workers (worker.c, launcher.c) ---- */
 

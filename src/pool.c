@@ -19,7 +19,8 @@
  *	  the launcher sets when a dispatch commits in a database without
  *	  workers; it reads the table again every JOBQ_POOL_REREAD_MS anyway, so
  *	  a change it was not told about (CREATE EXTENSION, a restore) is seen
- *	  within seconds.
+ *	  within seconds;
+ *	- vacuums jobq.jobs when dead row versions pile up (vacuum.c).
  *
  * The launcher starts the workers that the published state asks for: the
  * default pool (jobq.workers processes serving jobq.queues, configured by
@@ -55,6 +56,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "jobq.h"
@@ -358,6 +360,9 @@ jobq_pool_manager_main(Datum main_arg)
 {
 	JobqPoolConf *rows;
 	JobqDbState *d;
+	bool		reread_pools = true;
+	TimestampTz last_read = 0;
+	TimestampTz last_vacuum_check = 0;
 
 	memcpy(&manager_args, MyBgworkerEntry->bgw_extra, sizeof(manager_args));
 
@@ -388,6 +393,8 @@ jobq_pool_manager_main(Datum main_arg)
 	for (;;)
 	{
 		int			n;
+		long		sleep_ms = JOBQ_POOL_REREAD_MS;
+		TimestampTz now = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -395,12 +402,21 @@ jobq_pool_manager_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		n = read_pools(rows, JOBQ_MAX_POOLS);
-		publish_pools(rows, n);
+		if (reread_pools ||
+			TimestampDifferenceExceeds(last_read, now, JOBQ_POOL_REREAD_MS))
+		{
+			n = read_pools(rows, JOBQ_MAX_POOLS);
+			publish_pools(rows, n);
+			last_read = now;
+		}
+		reread_pools = false;
+		/* and keep jobq.jobs small under churn (vacuum.c) */
+		sleep_ms = Min(sleep_ms, jobq_maybe_vacuum_jobs(&last_vacuum_check));
 
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 JOBQ_POOL_REREAD_MS, PG_WAIT_EXTENSION);
+		if (WaitLatch(MyLatch,
+					  WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  sleep_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+			reread_pools = true;
 		ResetLatch(MyLatch);
 	}
 }
