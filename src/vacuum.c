@@ -13,7 +13,8 @@
  * reusing space, and every reservation walks past more dead index entries.
  * So the pool manager (pool.c) looks at the table's dead-version count
  * every JOBQ_VACUUM_CHECK_MS and, past jobq.vacuum_threshold, runs a plain
- * VACUUM of jobq.jobs, skipping it if autovacuum is at work on the table.
+ * VACUUM of jobq.jobs (without truncation), skipping it if autovacuum is at
+ * work on the table.
  * A plain VACUUM takes a lock that does not conflict with the workers'
  * reads and writes.
  *
@@ -62,7 +63,7 @@ jobs_dead_versions(Oid *relid)
 }
 
 /*
- * VACUUM (SKIP_LOCKED) jobq.jobs, as a top-level command of this process.
+ * VACUUM (SKIP_LOCKED, TRUNCATE false) jobq.jobs, as a top-level command of this process.
  * Called between transactions by a background worker connected to the
  * database as a superuser (the pool manager).
  */
@@ -81,10 +82,18 @@ vacuum_jobs(Oid relid)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	MemoryContextSwitchTo(portal_cxt);
-	pgstat_report_activity(STATE_RUNNING, "VACUUM (SKIP_LOCKED) jobq.jobs");
+	pgstat_report_activity(STATE_RUNNING, "VACUUM (SKIP_LOCKED, TRUNCATE false) jobq.jobs");
 
+	/*
+	 * Without truncation: under churn the empty pages at the end of the
+	 * table are soon used again, and truncating them needs an exclusive
+	 * lock that the workers never leave free; VACUUM then retries for up
+	 * to 5 seconds, during which dead versions pile up again.  Autovacuum
+	 * still gives the space back when the queue is quiet.
+	 */
 	stmt = makeNode(VacuumStmt);
-	stmt->options = list_make1(makeDefElem("skip_locked", NULL, -1));
+	stmt->options = list_make2(makeDefElem("skip_locked", NULL, -1),
+							   makeDefElem("truncate", (Node *) makeString("false"), -1));
 	/* by OID: a table dropped meanwhile is skipped quietly, as autovacuum does */
 	stmt->rels = list_make1(makeVacuumRelation(NULL, relid, NIL));
 	stmt->is_vacuumcmd = true;
