@@ -13,8 +13,9 @@
  * reusing space, and every reservation walks past more dead index entries.
  * So the pool manager (pool.c) looks at the table's dead-version count
  * every JOBQ_VACUUM_CHECK_MS and, past jobq.vacuum_threshold, runs a plain
- * VACUUM of jobq.jobs (without truncation), skipping it if autovacuum is at
- * work on the table.
+ * VACUUM of jobq.jobs (without truncation), unless autovacuum is at work on
+ * the table or a long transaction has kept the removal horizon where it
+ * was at the last VACUUM.
  * A plain VACUUM takes a lock that does not conflict with the workers'
  * reads and writes.
  *
@@ -27,6 +28,8 @@
  */
 #include "postgres.h"
 
+#include "access/relation.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "commands/vacuum.h"
@@ -35,6 +38,7 @@
 #include "parser/parse_node.h"
 #include "pgstat.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -108,6 +112,45 @@ vacuum_jobs(Oid relid)
 }
 
 /*
+ * The removal horizon of jobq.jobs when it was last vacuumed here: while
+ * a long transaction holds the horizon back, no dead version newer than it
+ * can be removed, and vacuuming the growing table again every second would
+ * only add to the load.
+ */
+static TransactionId last_horizon = InvalidTransactionId;
+
+/*
+ * Should jobq.jobs be vacuumed now?  Its dead versions are past the
+ * threshold, the removal horizon moved since the last VACUUM here, and no
+ * other VACUUM is at work on it (VACUUM (SKIP_LOCKED) would skip it as
+ * well, after starting up).  *horizon is set to the current horizon.
+ */
+static bool
+vacuum_due(Oid *relid, TransactionId *horizon)
+{
+	bool		due = false;
+	int64		dead;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	dead = jobs_dead_versions(relid);
+	if (dead >= jobq_vacuum_threshold)
+	{
+		Relation	rel = try_relation_open(*relid, AccessShareLock);
+
+		if (rel != NULL)
+		{
+			*horizon = GetOldestNonRemovableTransactionId(rel);
+			relation_close(rel, AccessShareLock);
+			due = !TransactionIdEquals(*horizon, last_horizon) &&
+				ConditionalLockRelationOid(*relid, ShareUpdateExclusiveLock);
+		}
+	}
+	CommitTransactionCommand();
+	return due;
+}
+
+/*
  * Vacuum jobq.jobs if jobq.vacuum_threshold dead versions have piled up.
  * Called by the pool manager between its other duties; *last_check is its
  * own, so that it looks at most every JOBQ_VACUUM_CHECK_MS.  Returns how
@@ -117,8 +160,8 @@ long
 jobq_maybe_vacuum_jobs(TimestampTz *last_check)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int64		dead;
 	Oid			relid;
+	TransactionId horizon;
 
 	if (jobq_vacuum_threshold <= 0)
 		return JOBQ_VACUUM_CHECK_MS;
@@ -136,19 +179,10 @@ jobq_maybe_vacuum_jobs(TimestampTz *last_check)
 	}
 	*last_check = now;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	dead = jobs_dead_versions(&relid);
-	/*
-	 * Not while another VACUUM (autovacuum, say) is at work on the table:
-	 * VACUUM (SKIP_LOCKED) would skip it too, but with a warning each time.
-	 */
-	if (dead >= jobq_vacuum_threshold &&
-		!ConditionalLockRelationOid(relid, ShareUpdateExclusiveLock))
-		dead = -1;
-	CommitTransactionCommand();
-
-	if (dead >= jobq_vacuum_threshold)
+	if (vacuum_due(&relid, &horizon))
+	{
 		vacuum_jobs(relid);
+		last_horizon = horizon;
+	}
 	return JOBQ_VACUUM_CHECK_MS;
 }
