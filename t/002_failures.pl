@@ -54,7 +54,7 @@ sub let_go
 my $id = dispatch_sleepy('crash', ", tries => 2, timeout => '10 min'");
 my $pid = worker_running_job($node, $id);
 let_go('crash');
-kill 'KILL', $pid;
+kill9($node, $pid);
 wait_for($node, "SELECT count(*) = 1 FROM done WHERE name = 'crash'",
 	'after kill -9 the job runs again and completes');
 ok($node->log_contains("was terminated by signal 9"), 'the server went through a crash restart');
@@ -63,7 +63,7 @@ wait_workers($node, 2, 'the launcher restarted the workers after the crash resta
 # kill -9 on the last try: the job lands in the failed store, saying why
 $id = dispatch_sleepy('crash_last', ", tries => 1, timeout => '10 min'");
 $pid = worker_running_job($node, $id);
-kill 'KILL', $pid;
+kill9($node, $pid);
 wait_for($node, "SELECT count(*) = 1 FROM jobq.failed_jobs WHERE job_id = $id",
 	'after kill -9 on its last try the job is failed');
 like($node->safe_psql('postgres',

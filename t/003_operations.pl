@@ -136,7 +136,7 @@ is($node->safe_psql('postgres', q{SELECT pool, queues FROM jobq.workers}),
 $node->safe_psql('postgres', q{SELECT jobq.alter_pool('main', processes => 2)});
 wait_for($node, q{SELECT count(*) = 2 FROM jobq.workers WHERE pool = 'main'}, 'the pool grows to 2');
 my $victim = $node->safe_psql('postgres', q{SELECT min(pid) FROM jobq.workers});
-kill 'KILL', $victim;
+kill9($node, $victim);
 wait_for($node, qq{SELECT count(*) = 2 FROM jobq.workers WHERE pool = 'main' AND pid <> $victim},
 	'replacements run after kill -9 of a pool process');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM jobq.workers w

@@ -115,7 +115,7 @@ for my $step ('handler', 'fh', 'insert')
 			"SELECT (SELECT count(*) FROM jobq.jobs WHERE id = $id) || '/' ||"
 			  . " (SELECT count(*) FROM jobq.failed WHERE job_id = $id)"),
 		'1/0', "before kill -9 at step $step: the job row only");
-	kill 'KILL', $pid;
+	kill9($node, $pid);
 	# let the run after the crash restart through
 	$node->poll_query_until('postgres',
 		"WITH d AS (DELETE FROM armed WHERE name = '$name' RETURNING 1) SELECT true")
@@ -135,7 +135,7 @@ $id = dispatch('doomed', 'deadline', 'handler',
 my $q = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'jobq worker'"
   . " AND wait_event = 'PgSleep' AND query = 'jobq job $id: public.doomed'";
 $node->poll_query_until('postgres', "SELECT EXISTS ($q)") or die "job $id never started";
-kill 'KILL', $node->safe_psql('postgres', $q);
+kill9($node, $node->safe_psql('postgres', $q));
 $node->poll_query_until('postgres',
 	"WITH d AS (DELETE FROM armed WHERE name = 'deadline' RETURNING 1) SELECT true")
   or die "could not disarm";

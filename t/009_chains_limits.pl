@@ -45,7 +45,7 @@ SELECT job_id FROM jobq.dispatch_chain('[
     {"job": "link", "payload": {"name": "C"}}]')});
 my $pid = worker_running_job($node, $a);
 $node->safe_psql('postgres', "INSERT INTO go VALUES ('A')");
-kill 'KILL', $pid;
+kill9($node, $pid);
 wait_for($node, "SELECT count(*) = 3 FROM done WHERE name IN ('A', 'B', 'C')",
 	'after kill -9 during link A the chain completes');
 is($node->safe_psql('postgres',
@@ -132,7 +132,7 @@ wait_for($node,
 is($node->safe_psql('postgres', "SELECT count(*) FROM spans WHERE name = 'next'"),
 	'0', 'and does not start');
 my $killed_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
-kill 'KILL', $pid;
+kill9($node, $pid);
 wait_for($node, "SELECT count(*) = 1 FROM spans WHERE name = 'next'",
 	'after kill -9 of the holder the next job runs');
 # a slot with a time-to-live (Laravel's funnel: 60 s) would hold it far longer

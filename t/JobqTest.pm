@@ -8,7 +8,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Exporter 'import';
 
-our @EXPORT = qw(jobq_node wait_for wait_workers worker_running_job);
+our @EXPORT = qw(jobq_node wait_for wait_workers worker_running_job kill9);
 
 # A started node with jobq preloaded and its workers serving 'postgres'.
 # Extra lines of configuration may be given.
@@ -29,6 +29,19 @@ log_min_messages = log
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION jobq');
 	return $node;
+}
+
+# kill -9 a server process, and wait for the crash restart it causes to
+# finish.  Queries sent meanwhile can fail in ways the test harness does not
+# retry (psql exits before reading its input: "ack Broken pipe").
+sub kill9
+{
+	my ($node, $pid) = @_;
+	my $offset = -s $node->logfile;
+	kill 'KILL', $pid;
+	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
+	$node->wait_for_log(qr/database system is ready to accept connections/, $offset);
+	return;
 }
 
 # Poll until the query returns 't', failing the test (not dying) on timeout.
