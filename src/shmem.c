@@ -48,6 +48,7 @@ static bool exit_callback_registered = false;
 #define JOBQ_WAKE_QUEUES 8
 static bool wake_pending = false;
 static bool wake_all = false;
+static bool wake_everyone = false;	/* a delayed job: all must learn when */
 static int64 wake_njobs = 0;
 static int	wake_nqueues = 0;
 static char wake_queues[JOBQ_WAKE_QUEUES][JOBQ_MAX_QUEUE_NAME_LEN + 1];
@@ -261,7 +262,16 @@ jobq_slot_set_queues(JobqSlot *slot, const char *queues)
 	if (slot == NULL)
 		return;
 	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
-	strlcpy(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN);
+	if (strncmp(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN - 1) != 0)
+	{
+		strlcpy(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN);
+
+		/*
+		 * A dispatch to a queue this process no longer serves may have
+		 * claimed it (wake_database): pass that wake-up on.
+		 */
+		jobq_wake_database_locked(slot->dboid);
+	}
 	LWLockRelease(jobq_shared->lock);
 }
 
@@ -462,8 +472,9 @@ slot_serves_wake_queues(const char *list)
 /*
  * Wake the database's processes that serve a queue dispatched to.  Of
  * those, a process that sleeps waiting for work is woken for each job
- * dispatched; only when none of them sleeps are they all woken (each then
- * looks for work when it is done with its own).  Waking more processes
+ * dispatched; only when fewer of them sleep than there are jobs are they all
+ * woken (each then looks for work when it is done with its own), and for a
+ * delayed job, which each must learn of to sleep only until it is due.  Waking more processes
  * than there are jobs would only make them race for the same rows, and a
  * process woken for nothing runs a whole reservation transaction, which a
  * busy dispatcher would pay at every commit.  A process whose latch is set
@@ -480,8 +491,16 @@ wake_database(void)
 	int			pass;
 
 	LWLockAcquire(jobq_shared->lock, LW_SHARED);
-	for (pass = 0; pass < 2 && woken == 0; pass++)
+	for (pass = 0; pass < 2; pass++)
 	{
+		/*
+		 * Second pass, all of them: when fewer slept than jobs were
+		 * dispatched (one may be about to sleep, having looked for work just
+		 * before the commit), or when a delayed job was dispatched (each
+		 * sleeps until its next job is due, and must learn of this one).
+		 */
+		if (pass == 1 && woken > 0 && woken >= wake_njobs && !wake_everyone)
+			break;
 		for (int i = 0; i < jobq_shared->nslots; i++)
 		{
 			JobqSlot   *s = &jobq_shared->slots[i];
@@ -571,6 +590,7 @@ wake_release_callback(ResourceReleasePhase phase, bool isCommit,
 	}
 	wake_pending = false;
 	wake_all = false;
+	wake_everyone = false;
 	wake_njobs = 0;
 	wake_nqueues = 0;
 	restart_pending = false;
@@ -639,4 +659,19 @@ jobq_wake_at_commit(const char *queue, int64 njobs)
 		wake_all = true;
 	else
 		strlcpy(wake_queues[wake_nqueues++], queue, sizeof(wake_queues[0]));
+}
+
+/*
+ * Called by dispatch of a job to queue that becomes due later: every process
+ * that serves the queue is woken at commit to learn when (a process sleeps
+ * until its next job is due), not only one, which may have other work when
+ * the time comes.
+ */
+void
+jobq_wake_delayed_at_commit(const char *queue)
+{
+	if (jobq_shared == NULL)
+		return;
+	jobq_wake_at_commit(queue, 0);
+	wake_everyone = true;
 }

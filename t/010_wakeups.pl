@@ -9,6 +9,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes;
 use JobqTest;
 
 # workers that would otherwise only wake every few seconds
@@ -93,5 +94,42 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM runs WHERE n > 2000 AND pid = $slow_pid"),
 	'0', 'they ran on the other worker');
 $node->safe_psql('postgres', "SELECT pg_cancel_backend($slow_pid)");
+
+# A delayed job is learnt of by every sleeping worker, not only by the one a
+# dispatch wakes: that one may be busy with another job when it comes due.
+# Both workers are woken at once (a CALL jobq.work() leaving wakes them) so
+# that, unless woken, they next look for work 5 seconds later; the delayed
+# job is due 1.5 seconds after it is dispatched, and the next dispatch (a
+# long job) wakes the first sleeping worker again.  The delayed job must
+# start when due, not at the other worker's next look.
+$node->safe_psql('postgres', q{
+CREATE TABLE started (n int PRIMARY KEY, at timestamptz);
+CREATE FUNCTION note_start(p jsonb) RETURNS void LANGUAGE sql
+    AS $$ INSERT INTO started VALUES ((p->>'n')::int, clock_timestamp()) $$;
+CREATE FUNCTION busy(p jsonb) RETURNS void LANGUAGE sql
+    AS $$ SELECT pg_sleep(15) $$;
+});
+my $both_asleep = q{SELECT count(*) = 2 FROM pg_stat_activity
+    WHERE backend_type = 'jobq worker' AND wait_event = 'Extension'};
+wait_for($node, $both_asleep, 'both workers sleep');
+$node->safe_psql('postgres', 'CALL jobq.work(stop_when_empty => true)');
+Time::HiRes::sleep(0.2);
+wait_for($node, $both_asleep, 'both workers sleep again');
+$node->safe_psql('postgres',
+	q{SELECT jobq.dispatch('note_start', '{"n": 1}', queue => 'served', delay => '1.5 s')});
+my $due = $node->safe_psql('postgres',
+	q{SELECT available_at FROM jobq.jobs WHERE job = 'public.note_start'});
+Time::HiRes::sleep(0.2);
+wait_for($node, $both_asleep, 'both workers sleep after the delayed dispatch');
+$node->safe_psql('postgres', q{SELECT jobq.dispatch('busy', '{}', queue => 'served')});
+wait_for($node, 'SELECT count(*) = 1 FROM started', 'the delayed job runs');
+my $late = $node->safe_psql('postgres',
+	"SELECT extract(epoch FROM at - '$due'::timestamptz) FROM started WHERE n = 1");
+note("the delayed job started $late s after it was due");
+# the only other way it starts is a worker's look every 5 seconds
+cmp_ok($late, '<', 2, 'the delayed job starts when due while a worker is busy');
+$node->safe_psql('postgres', q{
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+ WHERE backend_type = 'jobq worker' AND query LIKE 'jobq job %: public.busy'});
 
 done_testing();
