@@ -2,8 +2,9 @@
 # queue, a reload that changes a worker's queues is seen by dispatches at
 # once (jobq.workers shows the new list), and the jobs a worker hands back
 # when it starts a slow one are run by another worker meanwhile.  A delayed
-# job starts when due although the worker first woken for it got busy, and
-# a transaction dispatching to two queues wakes a process of each.
+# job, or the retry of a failed attempt, starts when due although the worker
+# first woken for it got busy, and a transaction dispatching to two queues
+# wakes a process of each.
 use strict;
 use warnings;
 use FindBin;
@@ -174,5 +175,39 @@ $node->safe_psql('postgres', q{
 SELECT pg_cancel_backend(pid) FROM pg_stat_activity
  WHERE query LIKE 'CALL jobq.work(queues => ''{q2}'')'});
 $work->finish;
+
+# The same for a failed attempt retried after its backoff: the worker that
+# ran it may be busy when the retry is due.
+$node->safe_psql('postgres', q{
+CREATE SEQUENCE fails;
+CREATE FUNCTION fail_once(p jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('fails') = 1 THEN
+        RAISE EXCEPTION 'first attempt';
+    END IF;
+    INSERT INTO started VALUES (31, clock_timestamp());
+END $$;
+});
+wait_for($node, $both_asleep, 'both workers sleep before the failing job');
+$node->safe_psql('postgres', q{CALL jobq.work(queues => '{none}', stop_when_empty => true)});
+Time::HiRes::sleep(0.2);
+wait_for($node, $both_asleep, 'both workers sleep again before the failing job');
+$node->safe_psql('postgres',
+	q{SELECT jobq.dispatch('fail_once', '{}', queue => 'q1', tries => 2, backoff => '1.5 s')});
+wait_for($node, q{SELECT attempts = 1 AND reserved_by IS NULL FROM jobq.jobs
+    WHERE job = 'public.fail_once'}, 'the first attempt fails');
+$due = $node->safe_psql('postgres',
+	q{SELECT available_at FROM jobq.jobs WHERE job = 'public.fail_once'});
+Time::HiRes::sleep(0.2);
+wait_for($node, $both_asleep, 'both workers sleep after the failed attempt');
+$node->safe_psql('postgres', q{SELECT jobq.dispatch('busy', '{}', queue => 'q1', tries => 1)});
+wait_for($node, 'SELECT count(*) = 1 FROM started WHERE n = 31', 'the retry runs');
+$late = $node->safe_psql('postgres',
+	"SELECT extract(epoch FROM at - '$due'::timestamptz) FROM started WHERE n = 31");
+note("the retry started $late s after it was due");
+cmp_ok($late, '<', 2, 'the retry starts when due while a worker is busy');
+$node->safe_psql('postgres', q{
+SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+ WHERE backend_type = 'jobq worker' AND query LIKE 'jobq job %: public.busy'});
 
 done_testing();
