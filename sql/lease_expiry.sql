@@ -91,5 +91,19 @@ SELECT count(*) AS reserved FROM jobq.reserve('{default}');
 SELECT attempts, sqlstate, exception LIKE 'job % passed its retry_until (%) before attempt 1' AS why
   FROM jobq.failed_jobs WHERE job_id = :s;
 
+-- looking for ended leases reads only the leases that ended, not every job
+-- leased (it is done at every jobq.reserve)
+SELECT count(*) FROM jobq.dispatch_many('scan',
+    array_fill('{}'::jsonb, ARRAY[20000]), queue => 'many');
+SELECT count(*) FROM (SELECT jobq.reserve('{many}', lease => '1 hour', max => 1000)
+                        FROM generate_series(1, 20)) r;
+ANALYZE jobq.jobs;
+BEGIN;
+SELECT count(*) AS reserved FROM jobq.reserve('{many}');
+SELECT seq_tup_read + idx_tup_fetch < 100 AS few_rows_read
+  FROM pg_stat_xact_user_tables WHERE relid = 'jobq.jobs'::regclass;
+ROLLBACK;
+DELETE FROM jobq.jobs WHERE queue = 'many';
+
 DROP SCHEMA app CASCADE;
 DROP EXTENSION jobq;

@@ -450,7 +450,12 @@ jobq_attempt_failed(JobqJob *job, const JobqError *err)
 	int64		delay_ms = jobq_backoff_for(job);
 
 	if (jobq_may_try_again(job, delay_ms, true))
+	{
 		retry_job(job->id, delay_ms, err);
+		/* due later: the sleeping workers learn when (shmem.c) */
+		if (delay_ms > 0)
+			jobq_wake_delayed_at_commit(job->queue);
+	}
 	else
 		jobq_fail_job(job, err);
 }
@@ -490,6 +495,8 @@ jobq_release_job(JobqJob *job, int64 delay_ms)
 	if (SPI_execute_plan(release_plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "jobq: could not release job %lld", (long long) job->id);
 	jobq_events_from_spi(JOBQ_EVENT_RELEASED, NULL);
+	if (delay_ms > 0)
+		jobq_wake_delayed_at_commit(job->queue);
 	return true;
 }
 

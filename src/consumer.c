@@ -243,29 +243,35 @@ lease_ms(Interval *lease)
 int
 jobq_expire_leases(ArrayType *queues)
 {
-	Datum		values[1];
-	char		nulls[1] = {' '};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
 	int64	   *ids;
 	int			n;
 	int			handled = 0;
 
 	if (expired_plan == NULL)
 	{
-		Oid			types[1] = {TEXTARRAYOID};
+		Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
 
-		expired_plan = jobq_prepare_kept(
-										 "SELECT id FROM jobq.jobs"
-										 " WHERE lease_token IS NOT NULL AND external"
-										 "   AND available_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp()"
-										 "   AND ($1 IS NULL OR queue OPERATOR(pg_catalog.=) ANY ($1))"
-										 " ORDER BY available_at, id"
-										 " LIMIT " CppAsString2(JOBQ_MAX_BATCH)
-										 " FOR UPDATE SKIP LOCKED",
-										 1, types);
+		/*
+		 * The time is a parameter, not clock_timestamp(), so that it bounds
+		 * the scan of jobs_leased_idx: a volatile function cannot, and the
+		 * whole table would be read at every jobq.reserve.
+		 */
+		expired_plan = jobq_prepare_kept_generic(
+												 "SELECT id FROM jobq.jobs"
+												 " WHERE lease_token IS NOT NULL AND external"
+												 "   AND available_at OPERATOR(pg_catalog.<=) $2"
+												 "   AND ($1 IS NULL OR queue OPERATOR(pg_catalog.=) ANY ($1))"
+												 " ORDER BY available_at, id"
+												 " LIMIT " CppAsString2(JOBQ_MAX_BATCH)
+												 " FOR UPDATE SKIP LOCKED",
+												 2, types);
 	}
 	values[0] = PointerGetDatum(queues);
 	if (queues == NULL)
 		nulls[0] = 'n';
+	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	if (SPI_execute_plan(expired_plan, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobq: could not look for expired leases");
 	n = (int) SPI_processed;

@@ -222,7 +222,11 @@ jobq_insert_job(Datum *values, const char *nulls)
 		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 								   SPI_tuptable->tupdesc, 3, &isnull)))
 		jobq_notify_external(queue, TextDatumGetCString(values[JOBQ_INS_JOB]));
-	jobq_wake_at_commit(queue, 1);
+	if (nulls[JOBQ_INS_AVAILABLE_AT] != 'n' &&
+		DatumGetTimestampTz(values[JOBQ_INS_AVAILABLE_AT]) > GetCurrentTimestamp())
+		jobq_wake_delayed_at_commit(queue);
+	else
+		jobq_wake_at_commit(queue, 1);
 	pfree(queue);
 	return id;
 }
@@ -676,7 +680,9 @@ jobq_dispatch_many(PG_FUNCTION_ARGS)
 			jobq_notify_external(queue, canonical);
 	}
 	SetUserIdAndSecContext(save_userid, save_sec);
-	if (queue != NULL)
+	if (queue != NULL && available_at > GetCurrentTimestamp())
+		jobq_wake_delayed_at_commit(queue);
+	else if (queue != NULL)
 		jobq_wake_at_commit(queue, (int64) ninserted);
 	SPI_finish();
 	return (Datum) 0;

@@ -233,6 +233,7 @@ extern void jobq_slot_count(JobqSlot *slot, const char *queue, bool done);
 extern void jobq_slot_release(JobqSlot *slot);
 extern uint64 jobq_slot_exit_count(void);
 extern void jobq_wake_at_commit(const char *queue, int64 njobs);
+extern void jobq_wake_delayed_at_commit(const char *queue);
 extern void jobq_slot_set_sleeping(JobqSlot *slot, bool sleeping);
 extern int	jobq_wake_database_locked(Oid dboid);
 extern void jobq_restart_at_commit(void);

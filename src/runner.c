@@ -41,6 +41,7 @@
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -133,18 +134,28 @@ jobq_parse_queue_list(const char *text)
 }
 
 /*
- * The extension's owner, as last looked up (dispatch needs it at every call):
- * valid until the syscache of schemas or roles is invalidated.  DROP and
- * CREATE EXTENSION drop and create the schema jobq, and REASSIGN OWNED,
- * which alone changes an extension's owner, reassigns the schema with it.
+ * The extension's owner, as last looked up (dispatch needs it at every call),
+ * with the table jobq.jobs it was looked up with: valid until that table's
+ * relcache entry, or the syscache of roles, is invalidated.  DROP EXTENSION
+ * drops the table (but leaves the schema jobq, which the extension does not
+ * own), CREATE EXTENSION makes a new one, and REASSIGN OWNED, which alone
+ * changes an extension's owner, reassigns the table with it.
  */
 static Oid	cached_owner = InvalidOid;
+static Oid	cached_jobs_relid = InvalidOid;
 static bool owner_callback_registered = false;
 
 static void
 owner_inval_callback(Datum arg, int cacheid, uint32 hashvalue)
 {
 	cached_owner = InvalidOid;
+}
+
+static void
+owner_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == cached_jobs_relid)
+		cached_owner = InvalidOid;
 }
 
 /*
@@ -163,8 +174,8 @@ jobq_extension_owner(void)
 
 	if (!owner_callback_registered)
 	{
-		CacheRegisterSyscacheCallback(NAMESPACEOID, owner_inval_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(AUTHOID, owner_inval_callback, (Datum) 0);
+		CacheRegisterRelcacheCallback(owner_relcache_callback, (Datum) 0);
 		owner_callback_registered = true;
 	}
 	if (OidIsValid(cached_owner))
@@ -176,10 +187,17 @@ jobq_extension_owner(void)
 	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
-		owner = ((Form_pg_extension) GETSTRUCT(tup))->extowner;
+	{
+		Form_pg_extension ext = (Form_pg_extension) GETSTRUCT(tup);
+
+		owner = ext->extowner;
+		cached_jobs_relid = get_relname_relid("jobs", ext->extnamespace);
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	cached_owner = owner;
+	/* remembered only while there is a table whose invalidation resets it */
+	if (OidIsValid(owner) && OidIsValid(cached_jobs_relid))
+		cached_owner = owner;
 	return owner;
 }
 

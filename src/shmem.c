@@ -48,9 +48,11 @@ static bool exit_callback_registered = false;
 #define JOBQ_WAKE_QUEUES 8
 static bool wake_pending = false;
 static bool wake_all = false;
+static bool wake_everyone = false;	/* a delayed job: all must learn when */
 static int64 wake_njobs = 0;
 static int	wake_nqueues = 0;
 static char wake_queues[JOBQ_WAKE_QUEUES][JOBQ_MAX_QUEUE_NAME_LEN + 1];
+static int64 wake_queue_jobs[JOBQ_WAKE_QUEUES];	/* jobs dispatched to each */
 /* jobq.restart() was called: tell the database's workers at commit */
 static bool restart_pending = false;
 /* jobq.pools was changed: tell the database's pool manager at commit */
@@ -261,7 +263,16 @@ jobq_slot_set_queues(JobqSlot *slot, const char *queues)
 	if (slot == NULL)
 		return;
 	LWLockAcquire(jobq_shared->lock, LW_EXCLUSIVE);
-	strlcpy(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN);
+	if (strncmp(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN - 1) != 0)
+	{
+		strlcpy(slot->queues, queues, JOBQ_QUEUES_TEXT_LEN);
+
+		/*
+		 * A dispatch to a queue this process no longer serves may have
+		 * claimed it (wake_database): pass that wake-up on.
+		 */
+		jobq_wake_database_locked(slot->dboid);
+	}
 	LWLockRelease(jobq_shared->lock);
 }
 
@@ -432,17 +443,25 @@ pools_changed(void)
 }
 
 /*
- * Does a process serving this queue list (a slot's text, names joined by
- * commas) serve one of the queues dispatched to?  A list that may have been
- * cut short, or is unknown, is taken to serve them all.
+ * Which queue dispatched to does a process serving this queue list (a slot's
+ * text, names joined by commas) take a job of?  Returns the index of a queue
+ * of wake_queues that it serves, one whose jobs still want a process
+ * (want[i] > 0) if there is such; -1 if it serves none.  A list that may
+ * have been cut short, or is unknown, is taken to serve them all.
  */
-static bool
-slot_serves_wake_queues(const char *list)
+static int
+slot_wake_queue(const char *list, const int64 *want)
 {
 	const char *p = list;
+	int			served = -1;
 
 	if (list[0] == '\0' || strlen(list) >= JOBQ_QUEUES_TEXT_LEN - 1)
-		return true;
+	{
+		for (int i = 0; i < wake_nqueues; i++)
+			if (want[i] > 0)
+				return i;
+		return 0;
+	}
 	while (*p)
 	{
 		const char *end = strchr(p, ',');
@@ -451,55 +470,85 @@ slot_serves_wake_queues(const char *list)
 		for (int i = 0; i < wake_nqueues; i++)
 			if (strlen(wake_queues[i]) == len &&
 				memcmp(wake_queues[i], p, len) == 0)
-				return true;
+			{
+				if (want[i] > 0)
+					return i;
+				served = i;
+			}
 		if (end == NULL)
 			break;
 		p = end + 1;
 	}
-	return false;
+	return served;
 }
 
 /*
  * Wake the database's processes that serve a queue dispatched to.  Of
  * those, a process that sleeps waiting for work is woken for each job
- * dispatched; only when none of them sleeps are they all woken (each then
- * looks for work when it is done with its own).  Waking more processes
- * than there are jobs would only make them race for the same rows, and a
- * process woken for nothing runs a whole reservation transaction, which a
- * busy dispatcher would pay at every commit.  A process whose latch is set
- * always reserves afterwards, so the job is taken: the commit happened
- * before.  If the database has no background worker at all, nudge the
- * launcher, which may have backed off after the workers found no jobq
- * installed.
+ * dispatched to a queue it serves; only when fewer of them sleep than there
+ * are jobs are they all woken (each then looks for work when it is done with
+ * its own), and for a delayed job, which each must learn of to sleep only
+ * until it is due.  Waking more processes than there are jobs would only
+ * make them race for the same rows, and a process woken for nothing runs a
+ * whole reservation transaction, which a busy dispatcher would pay at every
+ * commit.  A process whose latch is set always reserves afterwards, so the
+ * job is taken: the commit happened before.  If the database has no
+ * background worker at all, nudge the launcher, which may have backed off
+ * after the workers found no jobq installed.
  */
 static void
 wake_database(void)
 {
 	int			workers = 0;
 	int64		woken = 0;
+	int64		want[JOBQ_WAKE_QUEUES];
+	int64		wanted = 0;
 	int			pass;
 
-	LWLockAcquire(jobq_shared->lock, LW_SHARED);
-	for (pass = 0; pass < 2 && woken == 0; pass++)
+	/* jobs that want a process: per queue, or all in want[0] (wake_all) */
+	memset(want, 0, sizeof(want));
+	if (wake_all)
+		want[0] = wanted = wake_njobs;
+	else
 	{
+		for (int i = 0; i < wake_nqueues; i++)
+			wanted += (want[i] = wake_queue_jobs[i]);
+	}
+
+	LWLockAcquire(jobq_shared->lock, LW_SHARED);
+	for (pass = 0; pass < 2; pass++)
+	{
+		/*
+		 * Second pass, all of them: when fewer slept than jobs were
+		 * dispatched (one may be about to sleep, having looked for work just
+		 * before the commit), or when a delayed job was dispatched (each
+		 * sleeps until its next job is due, and must learn of this one).
+		 */
+		if (pass == 1 && woken > 0 && wanted == 0 && !wake_everyone)
+			break;
 		for (int i = 0; i < jobq_shared->nslots; i++)
 		{
 			JobqSlot   *s = &jobq_shared->slots[i];
+			int			q;
 
 			if (s->state == JOBQ_SLOT_FREE || s->dboid != MyDatabaseId)
 				continue;
 			if (pass == 0 && !s->in_session)
 				workers++;
-			if (s->latch == NULL ||
-				(!wake_all && !slot_serves_wake_queues(s->queues)))
+			if (s->latch == NULL)
+				continue;
+			q = wake_all ? 0 : slot_wake_queue(s->queues, want);
+			if (q < 0)
 				continue;
 			if (pass == 0)
 			{
 				/* first pass: the sleeping ones, one per job, each claimed */
-				if (woken >= wake_njobs ||
+				if (want[q] <= 0 ||
 					pg_atomic_read_u32(&s->sleeping) == 0 ||
 					pg_atomic_exchange_u32(&s->sleeping, 0) == 0)
 					continue;
+				want[q]--;
+				wanted--;
 			}
 			SetLatch(s->latch);
 			woken++;
@@ -571,6 +620,7 @@ wake_release_callback(ResourceReleasePhase phase, bool isCommit,
 	}
 	wake_pending = false;
 	wake_all = false;
+	wake_everyone = false;
 	wake_njobs = 0;
 	wake_nqueues = 0;
 	restart_pending = false;
@@ -634,9 +684,30 @@ jobq_wake_at_commit(const char *queue, int64 njobs)
 	}
 	for (int i = 0; i < wake_nqueues; i++)
 		if (strcmp(wake_queues[i], queue) == 0)
+		{
+			wake_queue_jobs[i] += njobs;
 			return;
+		}
 	if (wake_nqueues == JOBQ_WAKE_QUEUES)
 		wake_all = true;
 	else
-		strlcpy(wake_queues[wake_nqueues++], queue, sizeof(wake_queues[0]));
+	{
+		strlcpy(wake_queues[wake_nqueues], queue, sizeof(wake_queues[0]));
+		wake_queue_jobs[wake_nqueues++] = njobs;
+	}
+}
+
+/*
+ * Called by dispatch of a job to queue that becomes due later: every process
+ * that serves the queue is woken at commit to learn when (a process sleeps
+ * until its next job is due), not only one, which may have other work when
+ * the time comes.
+ */
+void
+jobq_wake_delayed_at_commit(const char *queue)
+{
+	if (jobq_shared == NULL)
+		return;
+	jobq_wake_at_commit(queue, 0);
+	wake_everyone = true;
 }

@@ -185,10 +185,16 @@ SELECT pg_reload_conf();
 $node->safe_psql('other', 'CREATE EXTENSION jobq');
 wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE database = 'other'},
 	'a database added to jobq.database gets its workers');
+my $drop_log = -s $node->logfile;
 $node->safe_psql('other', 'DROP EXTENSION jobq');
 wait_for($node, q{SELECT count(*) = 0 FROM pg_stat_activity
     WHERE datname = 'other' AND backend_type = 'jobq worker'},
 	'DROP EXTENSION completes and the workers leave');
+# the pool manager and the workers remember the extension's owner: they must
+# see that jobq is gone (the schema jobq stays), not query its tables
+sleep(2);
+unlike(slurp_file($node->logfile, $drop_log), qr/relation "jobq\.\w+" does not exist/,
+	'after DROP EXTENSION no process queries the dropped tables');
 $node->safe_psql('other', 'CREATE EXTENSION jobq');
 wait_for($node, q{SELECT count(*) = 4 FROM jobq.workers WHERE database = 'other'},
 	'CREATE EXTENSION brings them back');
