@@ -173,10 +173,7 @@ INSERT INTO bench.plain (queue, job, payload, owner, available_at, created_at) V
 SQL
 chmod 644 "$dir"/*.sql
 ins=$(pgb -c 4 -j 2 -T "$DISPATCH_SECS" -f "$dir/insert.sql" | awk '/^tps/ { printf "%.0f", $3 }')
-dis=$(pgb -c 4 -j 2 -T "$DISPATCH_SECS" -f "$dir/dispatch.sql" | awk '/^tps/ { printf "%.0f", $3 }')
 report "plain INSERT of a job-shaped row, 4 clients (rows/s)" "$ins"
-report "jobq.dispatch, one per statement, 4 clients (jobs/s)" "$dis" "x$(ratio "$dis" "$ins") of INSERT; target >= 0.8"
-q "DELETE FROM jobq.jobs WHERE queue = 'nobody'" >/dev/null
 q "TRUNCATE bench.plain" >/dev/null
 t0=$(now)
 q "INSERT INTO bench.plain (queue, job, payload, owner, available_at, created_at)
@@ -185,11 +182,20 @@ q "INSERT INTO bench.plain (queue, job, payload, owner, available_at, created_at
 t1=$(now)
 bulk_ins=$(awk -v n="$BULK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
 report "plain INSERT ... SELECT of $BULK job-shaped rows (rows/s)" "$bulk_ins" "baseline"
-t0=$(now)
-q "SELECT count(*) FROM jobq.dispatch_many('bench.noop', (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, $BULK) g), queue => 'nobody')" >/dev/null
-t1=$(now)
-bulk=$(awk -v n="$BULK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
-report "bulk: jobq.dispatch_many of $BULK payloads, one statement (jobs/s)" "$bulk" "x$(ratio "$bulk" "$bulk_ins") of INSERT ... SELECT; target >= 300000"
+# dispatch sends a "queued" event per job with events = all: both settings
+for events in none all; do
+	q "ALTER SYSTEM SET jobq.events = '$events'" >/dev/null
+	q "SELECT pg_reload_conf()" >/dev/null
+	dis=$(pgb -c 4 -j 2 -T "$DISPATCH_SECS" -f "$dir/dispatch.sql" | awk '/^tps/ { printf "%.0f", $3 }')
+	report "jobq.dispatch, one per statement, 4 clients, events=$events (jobs/s)" "$dis" "x$(ratio "$dis" "$ins") of INSERT; target >= 0.8"
+	q "DELETE FROM jobq.jobs WHERE queue = 'nobody'" >/dev/null
+	t0=$(now)
+	q "SELECT count(*) FROM jobq.dispatch_many('bench.noop', (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, $BULK) g), queue => 'nobody')" >/dev/null
+	t1=$(now)
+	bulk=$(awk -v n="$BULK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+	report "bulk: jobq.dispatch_many of $BULK payloads, events=$events (jobs/s)" "$bulk" "x$(ratio "$bulk" "$bulk_ins") of INSERT ... SELECT; target >= 300000"
+	q "DELETE FROM jobq.jobs WHERE queue = 'nobody'" >/dev/null
+done
 q "DELETE FROM jobq.jobs WHERE queue = 'nobody'" >/dev/null
 q "VACUUM jobq.jobs" >/dev/null
 
