@@ -35,7 +35,7 @@ int			jobq_tries = 1;
 int			jobq_backoff_ms = 0;
 int			jobq_max_sleep_ms = 5000;
 int			jobq_batch_size = 200;
-int			jobq_batch_time_ms = 5;
+int			jobq_batch_time_ms = 2;
 int			jobq_vacuum_threshold = 10000;
 int			jobq_failed_retention_s = 0;
 
@@ -148,7 +148,7 @@ _PG_init(void)
 							"Before starting the next job of a batch, a worker commits the "
 							"jobs already finished if the transaction is older than this.",
 							&jobq_batch_time_ms,
-							5, 0, 1000,
+							2, 0, 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
