@@ -121,21 +121,6 @@ jobq_execute_indexed(SPIPlanPtr plan, Datum *values, const char *nulls,
 	return rc;
 }
 
-void
-jobq_complete_reset_plans(void)
-{
-	SPIPlanPtr *plans[] = {&complete_plan, &complete_events_plan, &retry_plan,
-	&fail_plan, &release_plan, &discard_plan, &mw_release_plan,
-	&complete_leased_plan};
-
-	for (int i = 0; i < lengthof(plans); i++)
-	{
-		if (*plans[i])
-			SPI_freeplan(*plans[i]);
-		*plans[i] = NULL;
-	}
-}
-
 /* Fill values/nulls[at .. at+4] from an error (all null without one). */
 static void
 error_params(const JobqError *err, Datum *values, char *nulls, int at)

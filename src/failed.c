@@ -283,14 +283,6 @@ jobq_flush(PG_FUNCTION_ARGS)
 
 static SPIPlanPtr prune_plan = NULL;
 
-void
-jobq_failed_reset_plans(void)
-{
-	if (prune_plan)
-		SPI_freeplan(prune_plan);
-	prune_plan = NULL;
-}
-
 /*
  * Delete up to JOBQ_PRUNE_BATCH failed jobs older than retention_s seconds,
  * oldest first, skipping rows another worker is deleting.  Returns true if

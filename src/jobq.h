@@ -345,7 +345,6 @@ extern int	jobq_recover_lost(int64 token_to_skip);
 extern bool jobq_job_load(int64 id, JobqJob *job, MemoryContext cxt);
 extern void jobq_unreserve(int64 token, JobqJob *jobs, int njobs,
 						   bool refund);
-extern void jobq_reserve_reset_plans(void);
 extern bool jobq_spi_result_has_id(int64 id);
 
 /* ---- completion: the outcomes of an attempt (complete.c) ---- */
@@ -367,7 +366,6 @@ extern void jobq_discard_job(JobqJob *job);
 extern void jobq_fail_job(JobqJob *job, const JobqError *err);
 extern void jobq_complete_stopped(int64 token, JobqJob *job);
 extern bool jobq_complete_leased(int64 id, int64 lease_token);
-extern void jobq_complete_reset_plans(void);
 extern struct _SPI_plan *jobq_prepare_kept(const char *sql, int nargs,
 										   Oid *argtypes);
 extern struct _SPI_plan *jobq_prepare_kept_generic(const char *sql, int nargs,
@@ -404,7 +402,6 @@ extern void jobq_events_from_spi(JobqEvent event, const JobqError *err);
 /* ---- the failed store (failed.c) ---- */
 
 extern bool jobq_prune_failed(int retention_s);
-extern void jobq_failed_reset_plans(void);
 
 /* ---- the SQL consumer API: external jobs (consumer.c) ---- */
 

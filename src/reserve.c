@@ -125,23 +125,6 @@ static SPIPlanPtr load_plan = NULL;
 static void announce_batch(JobqJob *jobs, int n);
 
 /*
- * Forget the prepared statements (after DROP EXTENSION, for instance).
- */
-void
-jobq_reserve_reset_plans(void)
-{
-	SPIPlanPtr *plans[] = {&reserve_plan, &next_due_plan, &lost_tokens_plan,
-	&lost_jobs_plan, &unreserve_plan, &load_plan};
-
-	for (int i = 0; i < lengthof(plans); i++)
-	{
-		if (*plans[i])
-			SPI_freeplan(*plans[i]);
-		*plans[i] = NULL;
-	}
-}
-
-/*
  * Effective settings: NULL in the row means the worker's default.
  */
 static int32
