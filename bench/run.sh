@@ -105,6 +105,12 @@ park_workers() { q "ALTER SYSTEM SET jobq.queues = 'parked'"; q "SELECT pg_reloa
 serve() { q "ALTER SYSTEM SET jobq.queues = '$1'"; q "SELECT pg_reload_conf()" >/dev/null; }
 wait_workers() { until [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'jobq worker'")" -ge 2 ]; do sleep 0.1; done; }
 
+# Is queue 'burn' done (no job due or running)?  Asked so that the ready and
+# reservations indexes answer: with a million delayed jobs present, a
+# sequential scan would take a core away from the workers at every poll.
+burn_done="SELECT NOT EXISTS (SELECT FROM jobq.jobs WHERE queue = 'burn' AND reserved_by IS NULL AND NOT external AND available_at <= now())
+               AND NOT EXISTS (SELECT FROM jobq.jobs WHERE reserved_by IS NOT NULL AND queue = 'burn')"
+
 # burn-down: jobs/s for N pre-dispatched jobs of a handler on queue 'burn'
 burn_down()
 {
@@ -114,7 +120,7 @@ burn_down()
 	q "VACUUM ANALYZE jobq.jobs" >/dev/null
 	t0=$(now)
 	serve burn
-	until [ "$(q "SELECT NOT EXISTS (SELECT FROM jobq.jobs WHERE queue = 'burn')")" = t ]; do sleep 0.02; done
+	until [ "$(q "$burn_done")" = t ]; do sleep 0.02; done
 	t1=$(now)
 	awk -v n="$n" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
@@ -216,7 +222,7 @@ park_workers
 q "SELECT count(*) FROM jobq.dispatch_many('bench.noop', (SELECT array_agg(jsonb_build_object('n', g)) FROM generate_series(1, $BURN) g), queue => 'burn')" >/dev/null
 t0=$(now)
 serve burn
-until [ "$(q "SELECT NOT EXISTS (SELECT FROM jobq.jobs WHERE queue = 'burn' AND available_at <= now())")" = t ]; do sleep 0.02; done
+until [ "$(q "$burn_done")" = t ]; do sleep 0.02; done
 t1=$(now)
 backlog=$(awk -v n="$BURN" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
 report "burn-down of $BURN with $BACKLOG delayed + $BACKLOG failed present (jobs/s)" "$backlog" "x$(ratio "$backlog" "$burn_empty") of empty; target >= 0.8"
