@@ -335,6 +335,7 @@ typedef struct JobqScanHint
 	TimestampTz available_at;
 	int64		id;
 	TimestampTz full_scan_at;	/* last scan from the queue's head */
+	double		full_scan_ms;	/* how long that scan took */
 } JobqScanHint;
 
 extern int	jobq_reserve_batch(int64 token, List *queues, int max_jobs,

@@ -51,8 +51,10 @@
 #include "jobq.h"
 
 #define JOBQ_LOCK_FIELD4 0x4A51 /* "JQ" */
-/* a busy worker scans a queue from its head at least this often */
+/* a busy worker scans a queue from its head at least this often ... */
 #define JOBQ_FULL_SCAN_MS 50
+/* ... and waits this many times as long as the last such scan took */
+#define JOBQ_FULL_SCAN_COST 20
 
 static void
 token_locktag(LOCKTAG *tag, int64 token)
@@ -325,6 +327,7 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 		char	   *queue = (char *) lfirst(lc);
 		JobqScanHint *hint = NULL;
 		bool		hinted;
+		bool		skipped_full;
 		int			want = max_jobs - n;
 		int			first = n;
 
@@ -342,31 +345,55 @@ jobq_reserve_batch(int64 token, List *queues, int max_jobs, JobqJob *jobs,
 		 * can still appear before the hint (a dispatch that commits late, a
 		 * job handed back), so the worker scans from the head whenever the
 		 * hinted scan comes back short, and at least every
-		 * JOBQ_FULL_SCAN_MS.
+		 * JOBQ_FULL_SCAN_MS.  Unless such scans are slow: while a long
+		 * transaction keeps vacuum from removing the entries of finished
+		 * jobs, a scan from the head walks all of them, and one after every
+		 * short scan made the churn of jobs nearly stop.  So a worker
+		 * spends at most about 1/JOBQ_FULL_SCAN_COST of its time scanning
+		 * from the head, and a job that appears before its hint then waits
+		 * up to JOBQ_FULL_SCAN_COST times the last such scan.
 		 */
 		hinted = hint != NULL && hint->valid &&
 			!TimestampDifferenceExceeds(hint->full_scan_at, GetCurrentTimestamp(),
-										JOBQ_FULL_SCAN_MS);
+										Max(JOBQ_FULL_SCAN_MS,
+											(int) (JOBQ_FULL_SCAN_COST * hint->full_scan_ms)));
 		if (hinted)
 			n += reserve_in_queue(token, queue, want, true, hint->available_at,
 								  hint->id, jobs + n, cxt);
-		if (!hinted || n - first < want)
+		skipped_full = false;
+		if (hinted && n - first < want &&
+			!TimestampDifferenceExceeds(hint->full_scan_at, GetCurrentTimestamp(),
+										(int) (JOBQ_FULL_SCAN_COST * hint->full_scan_ms)))
+			skipped_full = true;
+		else if (!hinted || n - first < want)
 		{
+			TimestampTz started = GetCurrentTimestamp();
+
 			n += reserve_in_queue(token, queue, max_jobs - n, false, 0, 0,
 								  jobs + n, cxt);
 			if (hint != NULL)
+			{
+				long		secs;
+				int			usecs;
+
 				hint->full_scan_at = GetCurrentTimestamp();
+				TimestampDifference(started, hint->full_scan_at, &secs, &usecs);
+				hint->full_scan_ms = secs * 1000.0 + usecs / 1000.0;
+			}
 		}
 
 		/* UPDATE ... RETURNING does not keep the subquery's order */
 		if (n - first > 1)
 			qsort(&jobs[first], n - first, sizeof(JobqJob), jobq_job_cmp);
 
-		/* a hint only while the queue has more ready jobs than we take */
+		/*
+		 * A hint only while the queue has more ready jobs than we take, or
+		 * while scans from the head are held back (above).
+		 */
 		if (hint != NULL)
 		{
-			hint->valid = (n - first == want);
-			if (hint->valid)
+			hint->valid = (n - first == want) || skipped_full;
+			if (n > first)
 			{
 				hint->available_at = jobs[n - 1].sort_key;
 				hint->id = jobs[n - 1].id;
