@@ -272,7 +272,7 @@ jobq_expire_leases(ArrayType *queues)
 	if (queues == NULL)
 		nulls[0] = 'n';
 	values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
-	if (SPI_execute_plan(expired_plan, values, nulls, false, 0) != SPI_OK_SELECT)
+	if (jobq_execute_indexed(expired_plan, values, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "jobq: could not look for expired leases");
 	n = (int) SPI_processed;
 	if (n == 0)
